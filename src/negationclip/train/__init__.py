@@ -1,0 +1,1 @@
+"""Text-encoder fine-tuning (NegationCLIP) and the contrastive loss shared with pretraining."""

@@ -1,0 +1,162 @@
+"""The one JSON loader, JSONL writer/reader and atomic file/folder writers of the project."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import NegationClipError
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a malformed file raises NegationClipError naming file, line and column."""
+    path = Path(path)
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise NegationClipError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise NegationClipError(f"{path}: is a folder, expected a JSON file") from None
+    except UnicodeDecodeError as e:
+        raise NegationClipError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise NegationClipError(
+            f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename.
+
+    On any exception the temporary folder is removed and ``path`` is left as it was, so an
+    output folder is never half-written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise NegationClipError(f"{path}: already exists (pass overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        old = path.with_name(f".{path.name}.old.{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
+    """Read a JSONL file.
+
+    A last line without its newline is what a killed writer leaves behind: it is dropped
+    (and, with ``repair=True``, cut from the file so appending can resume cleanly). A
+    malformed line anywhere else is an error naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records: list[dict] = []
+    good_end = 0
+    pos = 0
+    lineno = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        lineno += 1
+        if nl == -1:  # unterminated tail: a write that was interrupted
+            break
+        line = data[pos:nl].strip()
+        if line:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise NegationClipError(f"{path}:{lineno}: malformed JSONL record: {e.msg}") from None
+        pos = nl + 1
+        good_end = pos
+    if repair and good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return records
+
+
+class JsonlWriter:
+    """Append records one line each, flushed and fsynced, so a killed job loses at most the
+    record being written (which ``read_jsonl(repair=True)`` then removes)."""
+
+    def __init__(self, path: str | os.PathLike, *, append: bool = True, fsync: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if append and self.path.exists():
+            read_jsonl(self.path, repair=True)
+        self._f = open(self.path, "a" if append else "w", encoding="utf-8")
+        self._fsync = fsync
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
+        self._f.flush()
+        if self._fsync:
+            os.fsync(self._f.fileno())
+
+    def write_many(self, records) -> None:
+        for r in records:
+            self.write(r)
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
