@@ -33,36 +33,91 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.cat(parts, dim=0), sum(sizes[:rank])
 
 
+def world_size() -> int:
+    return dist.get_world_size() if _distributed() else 1
+
+
+def _scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` in the forward pass, ``factor * grad`` in the backward pass."""
+    return x * factor + (x * (1.0 - factor)).detach()
+
+
 def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor,
                      logit_scale: torch.Tensor | float, *,
                      extra_text_emb: torch.Tensor | None = None,
+                     extra_image_emb: torch.Tensor | None = None,
                      normalize: bool = True) -> torch.Tensor:
     """Symmetric InfoNCE between row-aligned image and text embeddings.
 
     ``extra_text_emb`` are additional text negatives (e.g. the un-negated caption as a hard
-    negative for its own image): they enter the image->text softmax only. Under
-    torch.distributed the logits span the global batch, and the result equals a
-    single-process loss on the concatenated batch (each process's loss is the global mean,
-    so DDP's gradient averaging gives the single-process gradient).
+    negative for its own image): they enter the image->text softmax only.
+    ``extra_image_emb`` likewise are additional image negatives for the text->image softmax
+    (e.g. the same scene with the negated object present).
+
+    Under torch.distributed the logits span the global batch. Each process computes the
+    global loss but holds the graph only for its own rows, so the returned value is
+    ``world_size * loss``: DDP-style gradient averaging then gives exactly the single-process
+    gradient. The logit scale is shared by all rows, so its gradient is scaled by
+    ``1 / world_size`` to stay exact too. Use ``loss_value`` for the true number to log.
     """
     if normalize:
         image_emb = F.normalize(image_emb, dim=-1)
         text_emb = F.normalize(text_emb, dim=-1)
         if extra_text_emb is not None:
             extra_text_emb = F.normalize(extra_text_emb, dim=-1)
+        if extra_image_emb is not None:
+            extra_image_emb = F.normalize(extra_image_emb, dim=-1)
+    world = world_size()
     all_img, _ = gather_with_grad(image_emb)
     all_txt, _ = gather_with_grad(text_emb)
-    scale = logit_scale if isinstance(logit_scale, torch.Tensor) else torch.tensor(logit_scale)
+    scale = logit_scale if isinstance(logit_scale, torch.Tensor) else torch.tensor(
+        logit_scale, device=all_img.device)
+    if world > 1 and scale.requires_grad:
+        scale = _scale_grad(scale, 1.0 / world)
     logits_i2t = scale * all_img @ all_txt.t()
+    logits_t2i = logits_i2t.t()
     if extra_text_emb is not None:
         all_extra, _ = gather_with_grad(extra_text_emb)
-        logits_i2t = torch.cat([logits_i2t, scale * all_img @ all_extra.t()], dim=1)
+        if all_extra.shape[0]:
+            logits_i2t = torch.cat([logits_i2t, scale * all_img @ all_extra.t()], dim=1)
+    if extra_image_emb is not None:
+        all_extra_img, _ = gather_with_grad(extra_image_emb)
+        if all_extra_img.shape[0]:
+            logits_t2i = torch.cat([logits_t2i, scale * all_txt @ all_extra_img.t()], dim=1)
     labels = torch.arange(all_img.shape[0], device=all_img.device)
     loss_i2t = F.cross_entropy(logits_i2t, labels)
-    loss_t2i = F.cross_entropy(scale * all_txt @ all_img.t(), labels)
+    loss_t2i = F.cross_entropy(logits_t2i, labels)
     loss = (loss_i2t + loss_t2i) / 2
-    if _distributed():
+    if world > 1:
         # DDP averages gradients over processes; every process computed the same global loss,
         # and each holds the graph only for its own rows, so scale to make the sum exact.
-        loss = loss * dist.get_world_size()
+        loss = loss * world
     return loss
+
+
+def loss_value(loss: torch.Tensor) -> float:
+    """The true (global) value of a loss returned by this module, for logging."""
+    return float(loss.detach().float().item()) / world_size()
+
+
+def hard_negative_hinge(image_emb: torch.Tensor, text_emb: torch.Tensor,
+                        hard_emb: torch.Tensor, owner: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean of ``relu(margin - (cos(img, text) - cos(img, hard)))`` over hard negatives.
+
+    ``owner[k]`` is the local row whose image/text the hard negative ``k`` belongs to: it asks
+    that "X with no Y" beat "X with Y" by a margin for an image without Y, a direct signal the
+    softmax alone gives only weakly. Over processes the mean is global (scaled like
+    ``contrastive_loss``, so gradient averaging is exact).
+    """
+    img = F.normalize(image_emb, dim=-1)
+    txt = F.normalize(text_emb, dim=-1)
+    hard = F.normalize(hard_emb, dim=-1)
+    pos = (img[owner] * txt[owner]).sum(-1)
+    neg = (img[owner] * hard).sum(-1)
+    total = F.relu(margin - (pos - neg)).sum()
+    count = torch.tensor([float(hard.shape[0])], device=hard.device)
+    world = world_size()
+    if world > 1:
+        dist.all_reduce(count, op=dist.ReduceOp.SUM)
+    count = count.clamp_min(1.0)
+    return total / count * world

@@ -1,0 +1,480 @@
+"""The NegationCLIP fine-tuning loop: text encoder only, cached image embeddings, dynamic padding.
+
+Because the vision tower is frozen its output per image is a constant, so every image is
+encoded once (through the shared ``ImageEmbeddingCache``) and each step runs only the text
+tower on captions padded to the longest in the batch. Distributed runs (torchrun /
+accelerate launch) split each global batch across processes and compute the loss over the
+global batch, so N processes give the same weights as one process on the same batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..utils import JsonlWriter, NegationClipError, atomic_write_json, atomic_write_text, progress
+from . import checkpoint as ckpt
+from . import distributed as D
+from .config import TrainConfig
+from .data import (CaptionRecord, Example, ReadReport, TokenTable, build_examples, coerce_records,
+                   epoch_batches, read_records, shard, split_examples)
+from .loss import contrastive_loss, hard_negative_hinge, loss_value
+from .trainable import configure_trainable, trainable_parameters
+
+
+@dataclass
+class FinetuneResult:
+    out_dir: Path
+    best_dir: Path | None
+    best_val_loss: float | None
+    best_step: int | None
+    initial_val_loss: float | None
+    steps: int
+    history: list[dict]
+    n_train: int
+    n_val: int
+    skipped: dict[str, int] = field(default_factory=dict)   # reason -> count, before training
+    plot: Path | None = None
+    bundle: Any = None        # the trained ClipBundle in memory (best weights when there is a val split)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "best_dir": str(self.best_dir) if self.best_dir else None,
+                "best_val_loss": self.best_val_loss, "best_step": self.best_step,
+                "initial_val_loss": self.initial_val_loss, "steps": self.steps,
+                "n_train": self.n_train, "n_val": self.n_val, "skipped": self.skipped,
+                "plot": str(self.plot) if self.plot else None, "seconds": round(self.seconds, 2)}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the base lr after ``step`` optimizer steps (linear warm-up, then const/cosine)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        span = max(1, total - warmup)
+        prog = min(1.0, (step - warmup) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * prog))
+    return 1.0
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "auto":
+        precision = ("bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32")
+    if precision == "fp32":
+        return precision, None
+    if device.type == "cpu" and precision == "fp16":
+        raise NegationClipError("precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+    dt = torch.bfloat16 if precision == "bf16" else torch.float16
+    return precision, functools.partial(torch.autocast, device_type=device.type, dtype=dt)
+
+
+@dataclass
+class _Data:
+    train: list[Example]
+    val: list[Example]
+    image_index: dict[str, int]
+    image_emb: torch.Tensor       # [n_images, D], normalised, on device
+    tokens: TokenTable
+    skipped: Counter
+    data_fingerprint: dict
+
+
+def _load_bundle(model, device: torch.device, inplace: bool):
+    from ..models import ClipBundle, load_clip
+
+    if isinstance(model, ClipBundle):
+        b = model if inplace else ClipBundle(copy.deepcopy(model.model), model.tokenizer,
+                                             model.transform, dict(model.provenance))
+        return b.to(device, torch.float32)
+    if isinstance(model, (str, os.PathLike)):
+        return load_clip(model, device=device, dtype=torch.float32)
+    raise NegationClipError(f"finetune: model must be a ClipBundle or a checkpoint path/id, "
+                            f"got {type(model).__name__}")
+
+
+def _records(records, image_root) -> tuple[list[CaptionRecord], Counter]:
+    if isinstance(records, (str, Path)) or (isinstance(records, (list, tuple)) and records
+                                            and isinstance(records[0], (str, Path))):
+        rep: ReadReport = read_records(records)
+        return rep.records, Counter(rep.skipped)
+    return coerce_records(records), Counter()
+
+
+def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
+             say: Callable[[str], None], cache) -> _Data:
+    from ..models import ImageEmbeddingCache, open_image
+
+    recs, skipped = _records(records, image_root)
+    examples, notes = build_examples(recs, image_root=image_root, mix=cfg.mix,
+                                     original_ratio=cfg.original_ratio,
+                                     hard_negatives=cfg.hard_negatives, seed=cfg.seed)
+    for k, v in notes.items():
+        say(f"note: {v} {k}")
+    if not examples:
+        raise NegationClipError(
+            f"empty training set: {len(recs)} records gave no {cfg.mix} captions"
+            + (f" ({', '.join(f'{v} {k}' for k, v in skipped.items())} skipped)" if skipped else ""))
+    keys = list(dict.fromkeys([e.image for e in examples] +
+                              [e.hard_image for e in examples if e.hard_image]))
+    if cache is None:
+        cache = ImageEmbeddingCache(cfg.cache_dir) if cfg.cache_dir else ImageEmbeddingCache()
+
+    def embed():
+        return cache.embed(bundle, keys, open_image, batch_size=cfg.image_batch_size,
+                           desc="image embeddings (once; frozen vision tower)")
+
+    # rank 0 computes and stores the misses; the others then read them from the cache
+    if info.active and not info.is_main:
+        D.barrier(info)
+        res = embed()
+    else:
+        res = embed()
+        D.barrier(info)
+    failed = res.failed
+    ok_keys = {k for k, good in zip(keys, res.ok.tolist()) if good}
+    kept = []
+    n_bad_rows = n_bad_hard = 0
+    for e in examples:
+        if e.image not in ok_keys:
+            n_bad_rows += 1
+            continue
+        if e.hard_image and e.hard_image not in ok_keys:
+            e = Example(e.image, e.text, e.kind, e.hard_texts, None, e.where)
+            n_bad_hard += 1
+        kept.append(e)
+    if failed:
+        skipped["captions whose image is missing or unreadable"] += n_bad_rows
+        first = next(iter(failed.items()))
+        say(f"skipped {n_bad_rows} captions: {len(failed)} images missing or unreadable "
+            f"(e.g. {first[1]})")
+        if n_bad_hard:
+            say(f"dropped {n_bad_hard} hard-negative images that could not be read")
+    if not kept:
+        raise NegationClipError(
+            f"empty training set: all {len(examples)} captions point to images that are missing or "
+            f"unreadable (e.g. {next(iter(failed.values()), '?')}); check the image root")
+    train, val = split_examples(kept, cfg.val_fraction, by=cfg.split_by, seed=cfg.seed)
+    if len(train) < 2:
+        raise NegationClipError(f"training set too small: {len(train)} caption(s) after the "
+                                f"validation split of {len(kept)}; add data or lower val_fraction")
+    used = sorted({e.image for e in kept} | {e.hard_image for e in kept if e.hard_image})
+    image_index = {k: i for i, k in enumerate(used)}
+    pos = {k: i for i, k in enumerate(keys)}
+    emb = res.embeddings[[pos[k] for k in used]].float()
+    texts = [e.text for e in kept] + [t for e in kept for t in e.hard_texts]
+    tokens = TokenTable(bundle.tokenizer, texts)
+    fp = {"n_train": len(train), "n_val": len(val),
+          "train_hash": _hash([(e.image, e.text, e.hard_texts, e.hard_image) for e in train]),
+          "val_hash": _hash([(e.image, e.text) for e in val])}
+    return _Data(train, val, image_index, emb, tokens, skipped, fp)
+
+
+def _hash(obj) -> str:
+    import hashlib
+    return hashlib.blake2b(repr(obj).encode(), digest_size=8).hexdigest()
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+class _Trainer:
+    def __init__(self, bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo,
+                 device: torch.device):
+        self.b, self.d, self.cfg, self.info, self.device = bundle, data, cfg, info, device
+        self.model = bundle.model
+        self.emb = data.image_emb.to(device)
+        self.precision, self.autocast = _autocast(device, cfg.precision)
+        # collectives must match across processes: decide once, from the whole training set
+        self.use_hard_texts = cfg.hard_negatives != "none"
+        self.use_hard_images = any(e.hard_image for e in data.train)
+        fwd = functools.partial(_text_features, self.model)
+        self.fwd = torch.compile(fwd, dynamic=True) if cfg.compile else fwd
+
+    def batch_loss(self, rows: Sequence[Example]) -> torch.Tensor:
+        """The loss of this process's rows of a global batch (``world * loss``, see loss.py)."""
+        texts = [e.text for e in rows]
+        hard, owner = [], []
+        for i, e in enumerate(rows):
+            for t in e.hard_texts:
+                hard.append(t)
+                owner.append(i)
+        ids, mask = self.d.tokens.batch(texts + hard)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if self.autocast is not None:
+            with self.autocast():
+                feats = self.fwd(ids, mask)
+        else:
+            feats = self.fwd(ids, mask)
+        feats = feats.float()
+        txt, hard_emb = feats[: len(texts)], feats[len(texts):]
+        img = self.emb[[self.d.image_index[e.image] for e in rows]]
+        hard_imgs = [self.d.image_index[e.hard_image] for e in rows if e.hard_image]
+        scale = self.model.logit_scale.exp().float()
+        loss = contrastive_loss(img, txt, scale,
+                                extra_text_emb=hard_emb if self.use_hard_texts else None,
+                                extra_image_emb=self.emb[hard_imgs] if self.use_hard_images else None)
+        if self.cfg.hard_negative_margin is not None:
+            owner_t = torch.tensor(owner, dtype=torch.long, device=self.device)
+            loss = loss + self.cfg.hard_negative_weight * hard_negative_hinge(
+                img, txt, hard_emb, owner_t, self.cfg.hard_negative_margin)
+        return loss
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        if not self.d.val:
+            return None
+        self.model.eval()
+        batches = epoch_batches(len(self.d.val), self.cfg.batch_size, epoch=-1, seed=self.cfg.seed,
+                                min_size=self.info.world)
+        total = n = 0.0
+        for b in batches:
+            rows = [self.d.val[i] for i in shard(b, self.info.rank, self.info.world)]
+            loss = self._plain_loss(rows)
+            total += loss * len(b)
+            n += len(b)
+        return total / n if n else None
+
+    def _plain_loss(self, rows: Sequence[Example]) -> float:
+        ids, mask = self.d.tokens.batch([e.text for e in rows])
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if self.autocast is not None:
+            with self.autocast():
+                txt = self.fwd(ids, mask)
+        else:
+            txt = self.fwd(ids, mask)
+        img = self.emb[[self.d.image_index[e.image] for e in rows]]
+        return loss_value(contrastive_loss(img, txt.float(), self.model.logit_scale.exp().float()))
+
+
+def _text_features(model, ids, mask):
+    from ..models import text_features
+    return text_features(model, ids, mask)
+
+
+def finetune(model, records, config: TrainConfig | None = None, out_dir: str | Path = "runs/negationclip",
+             *, image_root: str | Path | None = None, resume: bool = False, inplace: bool = False,
+             cache=None, on_step: Callable[[int], None] | None = None,
+             verbose: bool = True) -> FinetuneResult:
+    """Fine-tune a CLIP text encoder on negation-inclusive captions; returns where the best model is.
+
+    ``model``: a ``ClipBundle`` (copied unless ``inplace``) or anything ``load_clip`` reads.
+    ``records``: caption file path(s) (generation JSONL, released/COCO captions JSON) or a list
+    of ``CaptionRecord``/dicts in the generation layout. Images are ``image_root / record.image``.
+    ``resume``: continue the run in ``out_dir`` from its last saved state (same weights as an
+    uninterrupted run). ``on_step(step)`` is called after each optimizer step (tests use it to
+    interrupt a run).
+    """
+    cfg = (config or TrainConfig()).validate()
+    out = Path(out_dir)
+    t0 = time.time()
+    info, device = D.setup(cfg.device)
+    say = (lambda m: print(m, flush=True)) if (verbose and info.is_main) else (lambda m: None)
+    try:
+        if ckpt.has_state(out) and not resume:
+            raise NegationClipError(f"{out}: already holds a run (state/); pass resume to continue "
+                                    "it, or choose another output folder")
+        if resume and not ckpt.has_state(out):
+            say(f"note: nothing to resume in {out}; starting a new run")
+        torch.manual_seed(cfg.seed)
+        bundle = _load_bundle(model, device, inplace)
+        summary = configure_trainable(bundle.model, train_logit_scale=cfg.train_logit_scale,
+                                      freeze_final_layer_norm=cfg.freeze_final_layer_norm)
+        say(summary.describe())
+        data = _prepare(bundle, records, image_root, cfg, info, say, cache)
+        say(f"{len(data.train)} training and {len(data.val)} validation captions, "
+            f"{len(data.image_index)} images (embedded once)")
+        return _run(bundle, data, cfg, info, device, out, resume, on_step, say, t0)
+    finally:
+        D.teardown(info)
+
+
+def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.device, out: Path,
+         resume: bool, on_step, say, t0: float) -> FinetuneResult:
+    tr = _Trainer(bundle, data, cfg, info, device)
+    model = bundle.model
+    params = [p for _, p in trainable_parameters(model)]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                            weight_decay=cfg.weight_decay)
+    n_batches = len(epoch_batches(len(data.train), cfg.batch_size, epoch=0, seed=cfg.seed,
+                                  min_size=info.world))
+    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
+        lr_lambda, warmup=cfg.warmup_steps, total=total, schedule=cfg.schedule))
+    scaler = torch.amp.GradScaler("cuda") if tr.precision == "fp16" else None
+    expect = {"config": cfg.weights_fingerprint(), "data": data.data_fingerprint}
+    history: list[dict] = []
+    epoch, group_pos, step = 0, 0, 0
+    best_val: float | None = None
+    best_step: int | None = None
+    initial_val: float | None = None
+    if resume and ckpt.has_state(out):
+        meta = ckpt.load_state(out, model=model, optimizer=opt, scheduler=sched, scaler=scaler,
+                               expect=expect)
+        epoch, group_pos, step = meta["epoch"], meta["group"], meta["step"]
+        best_val, best_step = meta.get("best_val"), meta.get("best_step")
+        initial_val = meta.get("initial_val")
+        history = meta.get("history", [])
+        say(f"resumed {out} at step {step} (epoch {epoch + 1}, batch group {group_pos})")
+    log_path = out / "log.jsonl"
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", cfg.to_dict())
+        # the log restarts from the saved history: steps redone after a kill are not duplicated
+        atomic_write_text(log_path, "".join(_jsonl(h) for h in history))
+    log = JsonlWriter(log_path, append=True, fsync=False) if info.is_main else None
+
+    def record(h: dict) -> None:
+        history.append(h)
+        if log is not None:
+            log.write(h)
+
+    def save_state() -> None:
+        if info.is_main:
+            ckpt.save_state(out, model=model, optimizer=opt, scheduler=sched, scaler=scaler,
+                            meta=dict(expect, epoch=epoch, group=group_pos, step=step,
+                                      best_val=best_val, best_step=best_step,
+                                      initial_val=initial_val, history=history))
+        D.barrier(info)
+
+    def evaluate_and_keep_best() -> None:
+        nonlocal best_val, best_step
+        v = tr.validate()
+        if v is None:
+            return
+        if not math.isfinite(v):
+            raise NegationClipError(f"validation loss is {v} at step {step}: training diverged; "
+                                    "lower the lr or use fp32/bf16")
+        record({"kind": "val", "step": step, "epoch": epoch, "val_loss": v})
+        if best_val is None or v < best_val:
+            best_val, best_step = v, step
+            if info.is_main:
+                ckpt.save_best(bundle, out, openai=cfg.save_openai, provenance={
+                    "finetuned": {"step": step, "val_loss": v, "config": cfg.to_dict()}})
+            D.barrier(info)
+        say(f"step {step}: validation loss {v:.4f} (best {best_val:.4f} at step {best_step})")
+        model.text_model.train()
+
+    if step == 0 and initial_val is None and data.val:
+        initial_val = tr.validate()
+        if initial_val is not None:
+            record({"kind": "val", "step": 0, "epoch": 0, "val_loss": initial_val})
+            say(f"validation loss before training: {initial_val:.4f}")
+
+    bar = progress(total=total, desc="fine-tune", unit="step", disable=None if info.is_main else True)
+    bar.update(step)
+    model.text_model.train()
+    done = step >= total
+    while not done and epoch < cfg.epochs:
+        batches = epoch_batches(len(data.train), cfg.batch_size, epoch=epoch, seed=cfg.seed,
+                                min_size=info.world,
+                                groups=[data.image_index[e.image] for e in data.train]
+                                if cfg.dedupe_images_in_batch else None)
+        groups = [batches[i: i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+        while group_pos < len(groups):
+            t_step = time.time()
+            group = groups[group_pos]
+            opt.zero_grad(set_to_none=True)
+            value = 0.0
+            for b in group:
+                rows = [data.train[i] for i in shard(b, info.rank, info.world)]
+                loss = tr.batch_loss(rows) / len(group)
+                value += loss_value(loss)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            if not math.isfinite(value):
+                raise NegationClipError(
+                    f"loss is {value} at step {step + 1} (epoch {epoch + 1}): training diverged; "
+                    "lower the lr, use fp32/bf16 instead of fp16, or check the captions")
+            D.average_gradients(params, info)
+            if scaler is not None:
+                scaler.unscale_(opt)
+            gnorm = None
+            if cfg.max_grad_norm:
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            sched.step()
+            with torch.no_grad():  # CLIP caps the temperature at 100
+                model.logit_scale.clamp_(0, math.log(100))
+            step += 1
+            group_pos += 1
+            rows_done = sum(len(b) for b in group)
+            dt = max(time.time() - t_step, 1e-9)
+            if step % cfg.log_every_steps == 0 or step == total:
+                h = {"kind": "train", "step": step, "epoch": epoch, "loss": value,
+                     "lr": sched.get_last_lr()[0], "captions_per_s": rows_done / dt,
+                     "logit_scale": float(model.logit_scale.detach().exp())}
+                if gnorm is not None:
+                    h["grad_norm"] = gnorm
+                record(h)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
+                            cap_s=f"{rows_done / dt:.0f}")
+            done = step >= total
+            end_of_epoch = group_pos >= len(groups)
+            if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and not end_of_epoch:
+                evaluate_and_keep_best()
+            if end_of_epoch:
+                epoch += 1
+                group_pos = 0
+                evaluate_and_keep_best()
+                save_state()
+            elif done:
+                evaluate_and_keep_best()
+                save_state()
+            elif step % cfg.checkpoint_every_steps == 0:
+                save_state()
+            if on_step is not None:
+                on_step(step)
+            if done or end_of_epoch:
+                break
+    bar.close()
+    if log is not None:
+        log.close()
+    best_dir = None
+    if data.val:
+        best_dir = out / ckpt.BEST if best_val is not None else None
+        if best_dir is not None and (best_dir / "config.json").exists():
+            from ..models import load_clip
+            best = load_clip(best_dir, device=device)
+            bundle.model.load_state_dict(best.model.state_dict())
+    else:  # no validation split: the last weights are the result
+        if info.is_main:
+            ckpt.save_best(bundle, out, openai=cfg.save_openai,
+                           provenance={"finetuned": {"step": step, "config": cfg.to_dict()}})
+        D.barrier(info)
+        best_dir = out / ckpt.BEST
+    bundle.model.eval()
+    plot = None
+    if info.is_main:
+        from .plots import plot_loss_curve
+        plot = plot_loss_curve(history, out / "loss_curve.png")
+    res = FinetuneResult(out, best_dir, best_val, best_step, initial_val, step, history,
+                         len(data.train), len(data.val), dict(data.skipped), plot, bundle,
+                         time.time() - t0)
+    if info.is_main:
+        atomic_write_json(out / "result.json", res.summary())
+    return res
+
+
+def _jsonl(h: dict) -> str:
+    import json
+    return json.dumps(h, ensure_ascii=False) + "\n"

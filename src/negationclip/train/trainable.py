@@ -1,0 +1,73 @@
+"""What learns in NegationCLIP fine-tuning, stated once and explicitly.
+
+The released script freezes ``model.visual`` (the vision tower and its projection) and
+``ln_final`` (the final text layer norm); everything else in the OpenAI model trains: token
+and position embeddings, the text transformer, ``text_projection`` and ``logit_scale``.
+In a Hugging Face ``CLIPModel`` those are:
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..utils import NegationClipError
+
+FROZEN_ALWAYS = ("vision_model.", "visual_projection.")
+FINAL_LN = "text_model.final_layer_norm."
+TEXT = ("text_model.", "text_projection.")
+
+
+@dataclass
+class TrainableSummary:
+    trainable: list[str]
+    frozen: list[str]
+    n_trainable: int
+    n_frozen: int
+
+    def describe(self) -> str:
+        return (f"trainable {self.n_trainable / 1e6:.2f}M parameters in {len(self.trainable)} tensors "
+                f"(text encoder{', logit scale' if 'logit_scale' in self.trainable else ''}); "
+                f"frozen {self.n_frozen / 1e6:.2f}M (vision tower, visual projection"
+                f"{', final text layer norm' if any(n.startswith(FINAL_LN) for n in self.frozen) else ''}"
+                f"{', logit scale' if 'logit_scale' in self.frozen else ''})")
+
+
+def is_trainable(name: str, *, train_logit_scale: bool = True,
+                 freeze_final_layer_norm: bool = True) -> bool:
+    if name.startswith(FROZEN_ALWAYS):
+        return False
+    if name == "logit_scale":
+        return train_logit_scale
+    if name.startswith(FINAL_LN):
+        return not freeze_final_layer_norm
+    return name.startswith(TEXT)
+
+
+def configure_trainable(model: torch.nn.Module, *, train_logit_scale: bool = True,
+                        freeze_final_layer_norm: bool = True) -> TrainableSummary:
+    """Set ``requires_grad`` on every parameter of a CLIPModel; return what trains."""
+    names = [n for n, _ in model.named_parameters()]
+    if not any(n.startswith("text_model.") for n in names) or not any(
+            n.startswith("vision_model.") for n in names):
+        raise NegationClipError(
+            f"expected a Hugging Face CLIPModel (text_model + vision_model), got "
+            f"{type(model).__name__}")
+    tr, fr = [], []
+    n_tr = n_fr = 0
+    for n, p in model.named_parameters():
+        on = is_trainable(n, train_logit_scale=train_logit_scale,
+                          freeze_final_layer_norm=freeze_final_layer_norm)
+        p.requires_grad_(on)
+        if on:
+            tr.append(n)
+            n_tr += p.numel()
+        else:
+            fr.append(n)
+            n_fr += p.numel()
+    return TrainableSummary(tr, fr, n_tr, n_fr)
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
