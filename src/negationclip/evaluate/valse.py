@@ -1,0 +1,90 @@
+"""VALSE: pairwise accuracy, the true caption scored above its foil for the same image.
+
+Every piece file (``existence.json`` first, the negation piece) is evaluated the same way;
+images are ``<image_root>/<image_file>``. VALSE's own validation votes are in ``mturk``;
+``mturk_min_votes`` keeps only items at least that many annotators judged the caption true
+(None: every item, as the paper's figures use).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..data.valse import ValseItem, load_valse
+from ..models import ClipBundle, ImageEmbeddingCache, encode_text
+from ..utils import NegationClipError
+from .images import check_missing, embed_keys, load_whole
+from .metrics import pairwise_accuracy
+from .negrefcocog import _model_name
+
+
+def valse_pieces(folder: str | os.PathLike) -> list[Path]:
+    """The piece files of a VALSE folder, ``existence`` first, then by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NegationClipError(f"{folder}: VALSE folder not found")
+    files = sorted(p for p in folder.glob("*.json"))
+    if not files:
+        raise NegationClipError(f"{folder}: no VALSE piece files (*.json)")
+    return sorted(files, key=lambda p: (p.stem != "existence", p.stem))
+
+
+def _caption_votes(item: ValseItem) -> int | None:
+    m = item.raw.get("mturk")
+    if isinstance(m, str):
+        try:
+            m = ast.literal_eval(m)
+        except (ValueError, SyntaxError):
+            return None
+    if isinstance(m, dict) and isinstance(m.get("caption"), int):
+        return m["caption"]
+    return None
+
+
+def evaluate_valse(bundle: ClipBundle, piece_path: str | os.PathLike | Sequence[ValseItem],
+                   image_root: str | os.PathLike, *, cache: ImageEmbeddingCache | None = None,
+                   batch_size: int = 64, max_missing: float = 0.05,
+                   missing_out: str | os.PathLike | None = None,
+                   mturk_min_votes: int | None = None, limit: int | None = None,
+                   model_name: str | None = None, return_items: bool = False) -> dict:
+    """Accuracy (caption > foil, strict) on one VALSE piece; ties counted separately."""
+    t0 = time.perf_counter()
+    if isinstance(piece_path, (str, os.PathLike)):
+        items, piece = load_valse(piece_path), Path(piece_path).stem
+    else:
+        items = list(piece_path)
+        piece = items[0].piece if items else "valse"
+    filtered_out = 0
+    if mturk_min_votes is not None:
+        kept = [it for it in items if (_caption_votes(it) or 0) >= mturk_min_votes]
+        filtered_out = len(items) - len(kept)
+        items = kept
+    if limit is not None:
+        items = items[:limit]
+    root = Path(image_root)
+    paths = [str(root / it.image_file) for it in items]
+    emb = embed_keys(bundle, paths, load_whole, cache, batch_size=batch_size, desc=f"VALSE {piece}")
+    check_missing(f"valse-{piece}", emb.failed, len(emb.keys), max_missing, missing_out)
+    texts = list(dict.fromkeys([t for it in items for t in (it.caption, it.foil)]))
+    tix = {t: i for i, t in enumerate(texts)}
+    temb = encode_text(bundle, texts, show_progress=False)
+    keep = [i for i, p in enumerate(paths) if bool(emb.ok[emb.index[p]])]
+    img = emb.rows([paths[i] for i in keep])
+    cap = temb[[tix[items[i].caption] for i in keep]]
+    foil = temb[[tix[items[i].foil] for i in keep]]
+    pos, neg = (img * cap).sum(-1), (img * foil).sum(-1)
+    res = pairwise_accuracy(pos, neg)
+    elapsed = time.perf_counter() - t0
+    out = {"benchmark": f"valse-{piece}", "model": _model_name(bundle, model_name),
+           "accuracy": res["accuracy"], "correct": res["correct"], "total": res["total"],
+           "ties": res["ties"], "items_per_second": len(items) / elapsed if elapsed > 0 else None,
+           "missing_images": len(emb.failed), "skipped": len(items) - len(keep),
+           "mturk_filtered_out": filtered_out, "seconds": elapsed}
+    if return_items:
+        out["items"] = [{"key": items[i].key, "caption_score": float(p), "foil_score": float(n)}
+                        for i, p, n in zip(keep, pos, neg)]
+    return out
