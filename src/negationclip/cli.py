@@ -105,9 +105,79 @@ def _cmd_encode(args) -> int:
     return 0
 
 
+# --- world (NegWorld) ------------------------------------------------------------------------
+# `negationclip world <sub>`: each subcommand is an `_add_world_<name>(wsub)` in _WORLD_COMMANDS.
+
+def _add_world(sub) -> None:
+    p = _parser(sub, "world", "NegWorld: the rendered world with exact ground truth",
+                "NegWorld renders simple scenes (shapes, colours, parts, sizes) and writes them "
+                "in the real dataset formats (COCO, VQAv2, NegRefCOCOg, VALSE) plus a balanced "
+                "negated-retrieval test, so the whole pipeline runs offline on it.",
+                "examples:\n"
+                "  negationclip world build --out runs/negworld --images 2000 --seed 0")
+    wsub = p.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
+    for add in _WORLD_COMMANDS:
+        add(wsub)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _add_world_build(wsub) -> None:
+    p = _parser(wsub, "build", "render NegWorld scenes and write all exports to a folder",
+                "Render --images scenes (deterministic from --seed) and write, under --out: "
+                "images/*.png, COCO captions_{split}.json and instances_{split}.json, VQAv2 "
+                "vqa_questions_{split}.json + vqa_annotations_{split}.json, dataset_coco.json "
+                "(Karpathy split), negref.json (NegRefCOCOg format), valse_existence.json (VALSE "
+                "format), negation_pairs.json (balanced negated retrieval), scenes.json (ground "
+                "truth) and manifest.json. Splits are by image; negref/valse/negation pairs use "
+                "test images only. The folder appears only when complete.",
+                "examples:\n"
+                "  negationclip world build --out runs/negworld --images 2000 --seed 0\n"
+                "  negationclip world build --out runs/nw128 --images 500 --size 128 --overwrite")
+    p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
+    p.add_argument("--images", type=int, default=1000, help="number of scenes to render")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same bytes")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels")
+    p.add_argument("--min-objects", type=int, default=1, help="fewest objects in a scene")
+    p.add_argument("--max-objects", type=int, default=4, help="most objects in a scene")
+    p.add_argument("--captions-per-image", type=int, default=5, help="positive captions per image")
+    p.add_argument("--questions-per-image", type=int, default=6, help="VQA questions per image")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="share of images in val")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="share of images in test (negref, VALSE and negation pairs come from these)")
+    p.add_argument("--pairs-per-scene", type=int, default=2,
+                   help="negation pairs made from each test scene with at least two objects")
+    p.add_argument("--heldout-fraction", type=float, default=0.35,
+                   help="share of negation pairs phrased with a held-out cue (\"but not\", \"lacking\", ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing NegWorld export at --out")
+    p.set_defaults(func=_cmd_world_build)
+
+
+def _cmd_world_build(args) -> int:
+    import json
+
+    from .data.negworld import WorldConfig, build_world
+
+    if args.val_fraction < 0 or args.test_fraction < 0 or args.val_fraction + args.test_fraction >= 1:
+        raise NegationClipError("world build: need val and test fractions >= 0 with a sum below 1")
+    cfg = WorldConfig(images=args.images, seed=args.seed, size=args.size,
+                      min_objects=args.min_objects, max_objects=args.max_objects,
+                      captions_per_image=args.captions_per_image,
+                      questions_per_image=args.questions_per_image,
+                      split_fractions={"train": 1 - args.val_fraction - args.test_fraction,
+                                       "val": args.val_fraction, "test": args.test_fraction},
+                      pairs_per_scene=args.pairs_per_scene, heldout_fraction=args.heldout_fraction)
+    manifest = build_world(args.out, cfg, overwrite=args.overwrite)
+    print(json.dumps(manifest["counts"], indent=2))
+    print(f"wrote NegWorld export to {args.out}")
+    return 0
+
+
+_WORLD_COMMANDS = [_add_world_build]
+
+
 # --- entry point --------------------------------------------------------------------------
 
-_COMMANDS = [_add_convert, _add_encode]
+_COMMANDS = [_add_convert, _add_encode, _add_world]
 
 
 def build_parser() -> argparse.ArgumentParser:
