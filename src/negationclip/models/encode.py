@@ -1,0 +1,94 @@
+"""Batched, no-grad text and image encoding; the differentiable feature functions for training."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..utils.progress import progress
+from .transform import open_image
+
+if TYPE_CHECKING:
+    from .load import ClipBundle
+
+
+def _as_tensor(out) -> torch.Tensor:
+    # transformers 5.x returns an output object from get_*_features; 4.x returned a tensor.
+    if isinstance(out, torch.Tensor):
+        return out
+    for name in ("text_embeds", "image_embeds", "pooler_output"):
+        v = getattr(out, name, None)
+        if isinstance(v, torch.Tensor):
+            return v
+    raise TypeError(f"unexpected feature output {type(out).__name__}")
+
+
+def text_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """Projected text embeddings [B, D], not normalised, differentiable."""
+    out = model.text_model(input_ids=input_ids, attention_mask=attention_mask)
+    return model.text_projection(out.pooler_output)
+
+
+def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projected image embeddings [B, D], not normalised, differentiable."""
+    out = model.vision_model(pixel_values=pixel_values)
+    return model.visual_projection(out.pooler_output)
+
+
+@torch.no_grad()
+def encode_text(bundle: "ClipBundle", texts: Sequence[str], *, batch_size: int = 256,
+                normalize: bool = True, show_progress: bool = True, padding: str = "longest"
+                ) -> torch.Tensor:
+    """Embed texts with dynamic padding (each batch padded to its longest text).
+
+    Texts are sorted by length first so batches waste little padding; results come back in
+    the input order, float32 on CPU.
+    """
+    texts = list(texts)
+    model, dev = bundle.model, bundle.device
+    lengths = [len(t) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    out = torch.empty((len(texts), bundle.embed_dim), dtype=torch.float32)
+    bar = progress(total=len(texts), desc="encode text", unit="text",
+                   disable=None if (show_progress and len(texts) > batch_size) else True)
+    for s in range(0, len(order), batch_size):
+        idx = order[s: s + batch_size]
+        tok = bundle.tokenizer([texts[i] for i in idx], padding=padding)
+        feats = text_features(model, tok.input_ids.to(dev), tok.attention_mask.to(dev)).float()
+        if normalize:
+            feats = F.normalize(feats, dim=-1)
+        out[idx] = feats.cpu()
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+@torch.no_grad()
+def encode_pixels(bundle: "ClipBundle", pixel_values: torch.Tensor, normalize: bool = True
+                  ) -> torch.Tensor:
+    feats = image_features(bundle.model, pixel_values.to(bundle.device, bundle.dtype)).float()
+    return F.normalize(feats, dim=-1) if normalize else feats
+
+
+@torch.no_grad()
+def encode_images(bundle: "ClipBundle", images: Sequence[Image.Image | str | os.PathLike], *,
+                  batch_size: int = 64, normalize: bool = True, show_progress: bool = True
+                  ) -> torch.Tensor:
+    """Embed PIL images or image paths (paths are opened with ``open_image``: a bad file is a
+    NegationClipError naming it). For many images over many runs use ImageEmbeddingCache."""
+    images = list(images)
+    out = torch.empty((len(images), bundle.embed_dim), dtype=torch.float32)
+    bar = progress(total=len(images), desc="encode images", unit="img",
+                   disable=None if (show_progress and len(images) > batch_size) else True)
+    for s in range(0, len(images), batch_size):
+        chunk = [im if isinstance(im, Image.Image) else open_image(im)
+                 for im in images[s: s + batch_size]]
+        out[s: s + len(chunk)] = encode_pixels(bundle, bundle.transform(chunk), normalize).cpu()
+        bar.update(len(chunk))
+    bar.close()
+    return out
