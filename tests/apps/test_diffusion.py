@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from negationclip.apps import diffusion as D
+from negationclip.utils import NegationClipError, read_jsonl
+
+from .conftest import build_sd_pipeline, hf_tokenizer, tiny_clip_model, tiny_text_model
+
+
+def _embeds(pipe, prompt="a street with no cars"):
+    with torch.no_grad():
+        pos, _ = pipe.encode_prompt(prompt, "cpu", 1, False)
+    return pos
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_swap_changes_text_embeddings_and_nothing_else(sd_folder, text_encoder_folder):
+    pipe = D.load_pipeline(sd_folder)
+    before = {name: _state(getattr(pipe, name)) for name in ("unet", "vae")}
+    emb_before = _embeds(pipe)
+    enc = D.load_text_encoder(text_encoder_folder)
+    report = D.swap_text_encoder(pipe, enc)
+    assert report.tokenizer.startswith("kept")
+    assert pipe.text_encoder is enc.model
+    emb_after = _embeds(pipe)
+    assert emb_after.shape == emb_before.shape
+    assert not torch.allclose(emb_after, emb_before)
+    # the pipeline now conditions on exactly what the new encoder outputs
+    ids = pipe.tokenizer(["a street with no cars"], padding="max_length", max_length=77,
+                         return_tensors="pt").input_ids
+    with torch.no_grad():
+        direct = enc.model(ids)[0]
+    torch.testing.assert_close(emb_after, direct)
+    for name, sd in before.items():
+        now = getattr(pipe, name).state_dict()
+        assert sd.keys() == now.keys()
+        for k in sd:
+            assert torch.equal(sd[k], now[k]), f"{name}.{k} changed"
+
+
+def test_swap_from_clip_model_keeps_weights(sd_folder):
+    pipe = D.load_pipeline(sd_folder)
+    clip = tiny_clip_model(32, seed=3)
+    enc = D.text_encoder_from_clip_model(clip, hf_tokenizer(), provenance={"source": "tiny"})
+    D.swap_text_encoder(pipe, enc)
+    src = D.text_tower(clip.text_model).state_dict()
+    dst = D.text_tower(pipe.text_encoder).state_dict()
+    assert src.keys() == dst.keys()
+    assert all(torch.equal(src[k], dst[k]) for k in src)
+
+
+def test_width_mismatch_is_refused_clearly(sd_folder):
+    pipe = D.load_pipeline(sd_folder)
+    enc = D.TextEncoder(tiny_text_model(48), hf_tokenizer(), {"source": "negclip-b32.pth"})
+    old = pipe.text_encoder
+    with pytest.raises(NegationClipError, match=r"negclip-b32.pth: .*width 48.*does not fit.*width 32"):
+        D.swap_text_encoder(pipe, enc)
+    assert pipe.text_encoder is old
+
+
+def test_real_sizes_message():
+    # the message a user sees for a B/32 encoder in SD 1.5, without building the real models
+    assert "Stable Diffusion 1.x" in D.describe_width(768)
+    assert "ViT-B" in D.describe_width(512)
+
+
+def test_deeper_encoder_is_truncated_like_sd2(sd_folder):
+    pipe = D.load_pipeline(sd_folder)
+    deep = tiny_text_model(32, seed=5, layers=3)
+    rep = D.swap_text_encoder(pipe, D.TextEncoder(deep, hf_tokenizer(), {"source": "x"}))
+    assert (rep.layers_source, rep.layers_used) == (3, 2)
+    assert pipe.text_encoder.config.num_hidden_layers == 2
+    torch.testing.assert_close(D.text_tower(pipe.text_encoder).encoder.layers[1].mlp.fc1.weight,
+                               D.text_tower(deep).encoder.layers[1].mlp.fc1.weight)
+    shallow = tiny_text_model(32, seed=5, layers=1)
+    with pytest.raises(NegationClipError, match="1 layers"):
+        D.swap_text_encoder(pipe, D.TextEncoder(shallow, hf_tokenizer(), {"source": "y"}))
+
+
+def test_other_vocabulary_replaces_tokenizer(sd_folder):
+    from transformers import CLIPTokenizer
+
+    pipe = D.load_pipeline(sd_folder)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "cat</w>": 3}
+    import tempfile, pathlib
+
+    d = pathlib.Path(tempfile.mkdtemp())
+    (d / "v.json").write_text(json.dumps(vocab))
+    (d / "m.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(d / "v.json"), str(d / "m.txt"))
+    rep = D.swap_text_encoder(pipe, D.TextEncoder(tiny_text_model(32), tok, {"source": "z"}))
+    assert rep.tokenizer == "replaced" and pipe.tokenizer is tok
+    assert tok.model_max_length == 77
+
+
+def test_missing_folder_and_offline_hub_id_are_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(NegationClipError, match="model_index.json"):
+        D.load_pipeline(tmp_path)
+    with pytest.raises(NegationClipError, match="not a diffusers pipeline folder"):
+        D.load_pipeline(tmp_path / "nope" / "deeper")
+    with pytest.raises(NegationClipError, match="no-such-org/no-such-model"):
+        D.load_pipeline("no-such-org/no-such-model")
+
+
+def test_read_prompts(tmp_path):
+    t = tmp_path / "p.txt"
+    t.write_text("# comment\na cat\n\na dog with no collar\n")
+    assert [p.prompt for p in D.read_prompts(t)] == ["a cat", "a dog with no collar"]
+    j = tmp_path / "p.jsonl"
+    j.write_text('{"id": "a", "prompt": "a street with no cars", "present": "street", "absent": "car"}\n'
+                 '{"prompt": 3}\n')
+    with pytest.raises(NegationClipError, match=r"p.jsonl:2: .*prompt"):
+        D.read_prompts(j)
+    j.write_text('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n')
+    with pytest.raises(NegationClipError, match="duplicate"):
+        D.read_prompts(j)
+
+
+def test_generate_end_to_end_deterministic_and_resumable(sd_folder, text_encoder_folder, tmp_path):
+    pipe = D.load_pipeline(sd_folder)
+    prompts = [D.Prompt("a", "a street with no cars", "street", "car"),
+               D.Prompt("b", "a kitchen with no people", "kitchen", "person")]
+    cfg = D.GenerationConfig(seeds=(0, 1), steps=2, height=32, width=32, batch_size=3)
+    recs = D.generate(pipe, prompts, tmp_path / "orig", cfg)
+    assert [(r["id"], r["seed"]) for r in recs] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    imgs = [Image.open(tmp_path / "orig" / r["file"]) for r in recs]
+    assert all(im.size == (32, 32) for im in imgs)
+    assert recs[0]["absent"] == "car" and recs[0]["present"] == "street"
+    # same (prompt, seed) gives the same image whatever the batch: regenerate one alone
+    one = D.generate(pipe, prompts[1:], tmp_path / "alone",
+                     D.GenerationConfig(seeds=(1,), steps=2, height=32, width=32, batch_size=1))
+    a = Image.open(tmp_path / "alone" / one[0]["file"]).tobytes()
+    assert a == imgs[3].tobytes()
+    # resume: drop one image and its record's file -> only that one is regenerated
+    (tmp_path / "orig" / recs[2]["file"]).unlink()
+    again = D.generate(pipe, prompts, tmp_path / "orig", cfg)
+    assert len(again) == 4 and (tmp_path / "orig" / recs[2]["file"]).is_file()
+    assert Image.open(tmp_path / "orig" / recs[2]["file"]).tobytes() == imgs[2].tobytes()
+    assert len(read_jsonl(tmp_path / "orig" / D.MANIFEST)) == 5  # 4 + the regenerated one
+
+    D.swap_text_encoder(pipe, D.load_text_encoder(text_encoder_folder))
+    recs2 = D.generate(pipe, prompts, tmp_path / "neg",
+                       D.GenerationConfig(seeds=(0,), steps=2, height=32, width=32, batch_size=2))
+    assert Image.open(tmp_path / "neg" / recs2[0]["file"]).tobytes() != imgs[0].tobytes()
+    sheet = D.contact_sheet({"original": tmp_path / "orig", "negationclip": tmp_path / "neg"},
+                            tmp_path / "sheet.png", thumb=32)
+    im = Image.open(sheet)
+    assert im.size[0] == 4 * (32 + 4) + 4   # (original, negationclip) x seeds (0, 1); one tile missing
+    # the thumbnail of run 2, seed 0, prompt a is the generated image
+    x, y = 4 + 2 * 36, 18
+    assert im.crop((x, y, x + 32, y + 32)).tobytes() == \
+        Image.open(tmp_path / "neg" / recs2[0]["file"]).convert("RGB").tobytes()
