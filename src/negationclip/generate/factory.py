@@ -1,0 +1,107 @@
+"""Build the three roles from per-role backend options; one chat backend (one server
+connection pool, one loaded model) is shared by the roles that ask for the same one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..utils import NegationClipError
+from .backends.base import ChatBackend, Proposer, Rewriter, Verifier
+
+KINDS = ("rules", "openai", "hf")
+DEFAULT_TEMPERATURE = {"proposer": 0.6, "verifier": 0.0, "rewriter": 0.6}  # the paper's
+
+
+@dataclass
+class BackendOptions:
+    kind: str = "rules"
+    model: str | None = None
+    url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout: float = 60.0
+    max_retries: int = 4
+    backoff: float = 0.5
+    max_consecutive_failures: int = 20
+    device: str = "cpu"
+    dtype: str = "auto"
+    batch_size: int = 8
+    temperature: float | None = None  # None: the role's default (DEFAULT_TEMPERATURE)
+    top_p: float = 0.9
+    max_tokens: int = 64
+
+
+class RoleFactory:
+    def __init__(self):
+        self._chats: dict[tuple, ChatBackend] = {}
+
+    def chat(self, opts: BackendOptions, role: str) -> ChatBackend:
+        vision = role == "verifier"
+        if opts.kind == "openai":
+            if not opts.model:
+                raise NegationClipError(f"--{role}-model is required with the openai backend "
+                                        f"(the model name the server serves)")
+            key = ("openai", opts.url, opts.model)
+            if key not in self._chats:
+                from .backends.openai_compat import OpenAIChat
+                self._chats[key] = OpenAIChat(
+                    opts.url, opts.model, api_key_env=opts.api_key_env,
+                    concurrency=opts.concurrency, timeout=opts.timeout,
+                    max_retries=opts.max_retries, backoff=opts.backoff,
+                    max_consecutive_failures=opts.max_consecutive_failures)
+            return self._chats[key]
+        if opts.kind == "hf":
+            from .backends.hf import DEFAULT_TEXT_MODEL, DEFAULT_VISION_MODEL, HFChat
+            model = opts.model or (DEFAULT_VISION_MODEL if vision else DEFAULT_TEXT_MODEL)
+            key = ("hf", model, vision, opts.device)
+            if key not in self._chats:
+                self._chats[key] = HFChat(model, vision=vision, device=opts.device,
+                                          dtype=opts.dtype, batch_size=opts.batch_size)
+            return self._chats[key]
+        raise NegationClipError(f"unknown backend {opts.kind!r} (choose from {', '.join(KINDS)})")
+
+    def _llm_kw(self, opts: BackendOptions, role: str) -> dict:
+        t = DEFAULT_TEMPERATURE[role] if opts.temperature is None else opts.temperature
+        return {"temperature": t, "top_p": opts.top_p if t > 0 else 1.0,
+                "max_tokens": opts.max_tokens}
+
+    def proposer(self, opts: BackendOptions, *, instances=None, captions=None,
+                 cooccurrence: str = "auto") -> Proposer:
+        if opts.kind == "rules":
+            from .backends.rules import COCO_NAMES, Cooccurrence, RulesProposer
+            src = cooccurrence if cooccurrence != "auto" else ("instances" if instances else "captions")
+            if src == "instances":
+                if instances is None:
+                    raise NegationClipError("--cooccurrence instances needs --instances")
+                co = Cooccurrence.from_instances(instances)
+            else:
+                vocab = list(instances.categories.values()) if instances else list(COCO_NAMES)
+                co = Cooccurrence.from_captions(captions or [], vocab)
+            return RulesProposer(co, source=src)
+        from .backends.llm import LLMProposer
+        return LLMProposer(self.chat(opts, "proposer"), **self._llm_kw(opts, "proposer"))
+
+    def random_proposer(self, *, instances=None):
+        from .backends.rules import COCO_NAMES, RandomProposer
+        return RandomProposer(instances.categories.values() if instances else COCO_NAMES)
+
+    def verifier(self, opts: BackendOptions, *, instances=None) -> Verifier:
+        if opts.kind == "rules":
+            if instances is None:
+                raise NegationClipError("the rules verifier reads COCO instances: pass --instances")
+            from .backends.rules import RulesVerifier
+            return RulesVerifier(instances)
+        from .backends.llm import LLMVerifier
+        return LLMVerifier(self.chat(opts, "verifier"), **self._llm_kw(opts, "verifier"))
+
+    def rewriter(self, opts: BackendOptions) -> Rewriter:
+        if opts.kind == "rules":
+            from .backends.rules import RulesRewriter
+            return RulesRewriter()
+        from .backends.llm import LLMRewriter
+        return LLMRewriter(self.chat(opts, "rewriter"), **self._llm_kw(opts, "rewriter"))
+
+    def close(self) -> None:
+        for c in self._chats.values():
+            c.close()
+        self._chats.clear()

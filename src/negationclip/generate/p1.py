@@ -1,0 +1,71 @@
+"""P1 (and Rand-P1): negation about objects. Propose an object the caption does not mention,
+keep it only if the verifier says it is absent from the image, rewrite the caption to say so."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..data.coco import load_coco_captions, load_coco_instances
+from ..utils import NegationClipError
+from .factory import BackendOptions, RoleFactory
+from .runner import RunConfig, Runner, WorkItem
+
+
+def p1_items(captions, images_dir: str | os.PathLike | None, pipeline: str = "P1") -> list[WorkItem]:
+    """One work item per caption, ordered by image then caption id."""
+    items = []
+    for c in captions.captions:
+        img = captions.images.get(c.image_id)
+        fname = img.file_name if img else None
+        path = str(Path(images_dir) / fname) if (images_dir and fname) else None
+        items.append(WorkItem(work_id=f"{pipeline}:{c.id}", image_id=c.image_id, caption=c.caption,
+                              caption_id=c.id, image_file=fname, image_path=path))
+    items.sort(key=lambda it: (it.image_id, it.caption_id))
+    return items
+
+
+def run_p1(captions: str | os.PathLike, out: str | os.PathLike, *,
+           instances: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
+           proposer: BackendOptions | None = None, verifier: BackendOptions | None = None,
+           rewriter: BackendOptions | None = None, random_objects: bool = False,
+           candidates: int = 1, affirmed: bool | None = None, shard: tuple[int, int] = (0, 1),
+           resume: bool = False, overwrite: bool = False, limit: int | None = None,
+           seed: int = 0, chunk_size: int | None = None, cooccurrence: str = "auto",
+           propose_per: str = "image", progress: bool | None = None) -> dict:
+    """Run P1 (or Rand-P1 with ``random_objects``) over a COCO captions file; returns counts."""
+    proposer = proposer or BackendOptions()
+    verifier = verifier or BackendOptions()
+    rewriter = rewriter or BackendOptions()
+    caps = load_coco_captions(captions)
+    inst = load_coco_instances(instances) if instances else None
+    if verifier.kind != "rules" and not images:
+        raise NegationClipError(f"the {verifier.kind} verifier looks at the images: pass --images")
+    if images and not Path(images).is_dir():
+        raise NegationClipError(f"{images}: images folder not found")
+    if propose_per not in ("image", "caption"):
+        raise NegationClipError(f"--propose-per {propose_per!r}: choose image or caption")
+    pipeline = "Rand-P1" if random_objects else "P1"
+    factory = RoleFactory()
+    try:
+        if random_objects:
+            prop = factory.random_proposer(instances=inst)
+        else:
+            prop = factory.proposer(proposer, instances=inst,
+                                    captions=[c.caption for c in caps.captions],
+                                    cooccurrence=cooccurrence)
+        ver = factory.verifier(verifier, instances=inst)
+        rew = factory.rewriter(rewriter)
+        conc = max(o.concurrency if o.kind == "openai" else o.batch_size if o.kind == "hf" else 1
+                   for o in (proposer, verifier, rewriter))
+        cfg = RunConfig(out=Path(out), pipeline=pipeline, candidates=candidates,
+                        affirmed=(rewriter.kind == "rules") if affirmed is None else affirmed,
+                        shard=shard, resume=resume, overwrite=overwrite, limit=limit,
+                        chunk_size=chunk_size or max(64, 4 * conc), seed=seed,
+                        propose_per=propose_per, progress=progress)
+        runner = Runner(cfg, proposer=prop, verifier=ver, rewriter=rew)
+        summary = runner.run(p1_items(caps, images, pipeline))
+    finally:
+        factory.close()
+    summary["out"] = str(out)
+    return summary

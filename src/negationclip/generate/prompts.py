@@ -1,0 +1,125 @@
+"""The prompts of the LLM/MLLM backends (after the paper's: few-shot, one-word proposals,
+"Is there X in this image? Answer only with 'yes' or 'no'"). Any change to a prompt must
+bump PROMPT_VERSION: it is stored in every record, so data made with different prompts can
+be told apart."""
+
+from __future__ import annotations
+
+from .grammar import with_article
+
+PROMPT_VERSION = "v1"
+
+PROPOSE_SYSTEM = (
+    "You are given a caption of an image. Name an object that is NOT mentioned in the caption "
+    "but that would plausibly appear in such a scene. Answer with the object's name only, one "
+    "word (or a short noun), nothing else.")
+PROPOSE_SHOTS = [
+    ("A child playing with a ball in the park.", "tree"),
+    ("A woman riding a horse on a dirt road.", "hat"),
+    ("A kitchen with a stove and a sink.", "refrigerator"),
+    ("A man sitting at a desk typing on a laptop.", "cup"),
+]
+
+
+def propose_messages(caption: str, k: int = 1) -> list[dict]:
+    sys_msg = PROPOSE_SYSTEM
+    if k > 1:
+        sys_msg += (f" Give {k} different objects, separated by commas.")
+    msgs = [{"role": "system", "content": sys_msg}]
+    for cap, obj in PROPOSE_SHOTS:
+        msgs.append({"role": "user", "content": f"Caption: {cap}"})
+        msgs.append({"role": "assistant", "content": obj})
+    msgs.append({"role": "user", "content": f"Caption: {caption}"})
+    return msgs
+
+
+GROUP_SYSTEM = (
+    "You are given the numbered captions of one image. For each caption, name an object that "
+    "is NOT mentioned in any of the captions but that would plausibly appear in such a scene. "
+    "Answer with one line per caption, '<number>. <object>', the object's name only.")
+
+
+def propose_group_messages(captions: list[str], k: int = 1) -> list[dict]:
+    sys_msg = GROUP_SYSTEM
+    if k > 1:
+        sys_msg += f" Give {k} different objects per caption, separated by commas."
+    shots = [c for c, _ in PROPOSE_SHOTS[:2]]
+    msgs = [{"role": "system", "content": sys_msg},
+            {"role": "user", "content": "\n".join(f"{i + 1}. {c}" for i, c in enumerate(shots))},
+            {"role": "assistant", "content": "1. tree\n2. hat"},
+            {"role": "user", "content": "\n".join(f"{i + 1}. {c}" for i, c in enumerate(captions))}]
+    return msgs
+
+
+def verify_question(obj: str) -> str:
+    return f"Is there {with_article(obj)} in this image? Answer only with 'yes' or 'no'."
+
+
+REWRITE_SYSTEM = (
+    "You rewrite image captions. Given a caption and an object that is NOT in the image, "
+    "rewrite the caption so that it says the object is absent, keeping all of the original "
+    "content. Answer with the new caption only.")
+REWRITE_SHOTS = [
+    ("A child playing with a ball in the park.", "tree",
+     "A child playing with a ball in the park with no trees."),
+    ("A woman riding a horse.", "hat", "A woman not wearing a hat riding a horse."),
+    ("A bowl of soup on a table.", "spoon", "A bowl of soup on a table without a spoon."),
+]
+AFFIRM_SYSTEM = (
+    "You rewrite image captions. Given a caption and an object, rewrite the caption so that it "
+    "says the object is present, keeping all of the original content. Answer with the new "
+    "caption only.")
+AFFIRM_SHOTS = [
+    ("A child playing with a ball in the park.", "tree",
+     "A child playing with a ball in the park with a tree."),
+    ("A woman riding a horse.", "hat", "A woman wearing a hat riding a horse."),
+]
+
+
+def rewrite_messages(caption: str, obj: str) -> list[dict]:
+    msgs = [{"role": "system", "content": REWRITE_SYSTEM}]
+    for cap, o, out in REWRITE_SHOTS:
+        msgs.append({"role": "user", "content": f"Caption: {cap}\nAbsent object: {o}"})
+        msgs.append({"role": "assistant", "content": out})
+    msgs.append({"role": "user", "content": f"Caption: {caption}\nAbsent object: {obj}"})
+    return msgs
+
+
+def affirm_messages(caption: str, obj: str) -> list[dict]:
+    msgs = [{"role": "system", "content": AFFIRM_SYSTEM}]
+    for cap, o, out in AFFIRM_SHOTS:
+        msgs.append({"role": "user", "content": f"Caption: {cap}\nObject: {o}"})
+        msgs.append({"role": "assistant", "content": out})
+    msgs.append({"role": "user", "content": f"Caption: {caption}\nObject: {obj}"})
+    return msgs
+
+
+P2_SYSTEM = (
+    "You rewrite image captions. Given a caption, a question about the image and its answer "
+    "'no', rewrite the caption so that it also states the negated fact, keeping all of the "
+    "original content. Answer with the new caption only.")
+P2_SHOTS = [
+    ("A man riding a bike down the street.", "Is the man wearing a helmet?",
+     "A man not wearing a helmet riding a bike down the street."),
+    ("A dog lying on a couch.", "Is the dog sleeping?", "A dog that is not sleeping lying on a couch."),
+    ("Two people standing in a kitchen.", "Is there a window?",
+     "Two people standing in a kitchen with no window."),
+]
+P2_AFFIRM_SYSTEM = (
+    "You rewrite image captions. Given a caption and a yes/no question about the image, rewrite "
+    "the caption so that it states the fact asked about as true, keeping all of the original "
+    "content. Answer with the new caption only.")
+
+
+def p2_messages(caption: str, question: str) -> list[dict]:
+    msgs = [{"role": "system", "content": P2_SYSTEM}]
+    for cap, q, out in P2_SHOTS:
+        msgs.append({"role": "user", "content": f"Caption: {cap}\nQuestion: {q}\nAnswer: no"})
+        msgs.append({"role": "assistant", "content": out})
+    msgs.append({"role": "user", "content": f"Caption: {caption}\nQuestion: {question}\nAnswer: no"})
+    return msgs
+
+
+def p2_affirm_messages(caption: str, question: str) -> list[dict]:
+    return [{"role": "system", "content": P2_AFFIRM_SYSTEM},
+            {"role": "user", "content": f"Caption: {caption}\nQuestion: {question}"}]
