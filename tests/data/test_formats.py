@@ -13,6 +13,8 @@ from negationclip.data import (
 )
 from negationclip.utils import NegationClipError
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
+
 VALSE_PIECES = ["actant-swap", "action-replacement", "coreference-hard", "coreference-standard",
                 "counting-adversarial", "counting-hard", "counting-small-quant", "existence",
                 "foil-it", "plurals", "relations"]
