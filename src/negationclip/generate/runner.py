@@ -296,7 +296,8 @@ class Runner:
         bar = progress(total=len(todo), desc=f"generate {cfg.pipeline}", unit="item",
                        disable=None if cfg.progress is None else not cfg.progress)
         try:
-            with JsonlWriter(out) as rec_w, JsonlWriter(ledger_path(out)) as led_w, \
+            with JsonlWriter(out, fsync=False) as rec_w, \
+                    JsonlWriter(ledger_path(out), fsync=False) as led_w, \
                     JsonlWriter(cache_path(out), fsync=False) as cache_w:
                 start = 0
                 while start < len(todo):
@@ -330,11 +331,20 @@ class Runner:
                             self.summary[f"calls_{k}"] += v
                         for k, v in s.outcomes.items():
                             self.summary[f"outcome_{k}"] += v
+                    _sync(rec_w, led_w)  # flushed per record (a kill loses nothing); fsync per chunk
                     bar.update(len(states))
                     bar.set_postfix(accepted=self.summary["records"], refresh=False)
         finally:
             bar.close()
         return dict(self.summary)
+
+
+def _sync(*writers: JsonlWriter) -> None:
+    for w in writers:
+        f = getattr(w, "_f", None)
+        if f is not None and not f.closed:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def close_roles(*roles) -> None:
