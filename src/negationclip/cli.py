@@ -175,9 +175,25 @@ def _cmd_world_build(args) -> int:
 _WORLD_COMMANDS = [_add_world_build]
 
 
+# --- generate (negation data) -------------------------------------------------------------
+# The subcommands' options live in negationclip.generate.cli (p1, p2, merge, stats, export).
+
+def _add_generate(sub) -> None:
+    from .generate.cli import add_generate_parser
+
+    add_generate_parser(sub, _parser)
+    sub.choices["generate"].set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args) -> int:
+    from .generate.cli import run_generate
+
+    return run_generate(args)
+
+
 # --- entry point --------------------------------------------------------------------------
 
-_COMMANDS = [_add_convert, _add_encode, _add_world]
+_COMMANDS = [_add_convert, _add_encode, _add_world, _add_generate]
 
 
 def build_parser() -> argparse.ArgumentParser:
