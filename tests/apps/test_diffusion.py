@@ -118,7 +118,7 @@ def test_read_prompts(tmp_path):
     j = tmp_path / "p.jsonl"
     j.write_text('{"id": "a", "prompt": "a street with no cars", "present": "street", "absent": "car"}\n'
                  '{"prompt": 3}\n')
-    with pytest.raises(NegationClipError, match=r"p.jsonl:2: .*prompt"):
+    with pytest.raises(NegationClipError, match=r"p.jsonl:2: .*\"prompt\""):
         D.read_prompts(j)
     j.write_text('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n')
     with pytest.raises(NegationClipError, match="duplicate"):

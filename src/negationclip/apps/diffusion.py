@@ -325,27 +325,38 @@ class Prompt:
 
 
 def read_prompts(path: str | os.PathLike) -> list[Prompt]:
-    """Prompts from a .txt file (one a line, '#' comments) or a .jsonl file
-    (``{"prompt": ..., "id"?: ..., "present"?: X, "absent"?: Y}`` a line)."""
+    """Prompts from a .txt file (one a line, '#' comments), a .jsonl file
+    (``{"prompt": ..., "id"?: ..., "present"?: X, "absent"?: Y}`` a line) or a .json list of
+    such objects (the shipped set, ``negation_prompt_set()``, is one)."""
     path = Path(path)
     if not path.is_file():
         raise NegationClipError(f"{path}: prompt file not found")
     out: list[Prompt] = []
     seen: set[str] = set()
-    if path.suffix == ".jsonl":
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise NegationClipError(f"{path}: not UTF-8 text") from None
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
+    if path.suffix in (".jsonl", ".json"):
+        if path.suffix == ".json":
+            data = load_json(path)
+            data = data.get("prompts") if isinstance(data, dict) else data
+            if not isinstance(data, list):
+                raise NegationClipError(f"{path}: expected a list of prompt objects "
+                                        "(or {\"prompts\": [...]})")
+            rows = [(f"record {i}", rec) for i, rec in enumerate(data)]
+        else:
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NegationClipError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise NegationClipError(f"{path}: not UTF-8 text") from None
+            rows = []
+            for lineno, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((str(lineno), json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise NegationClipError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
+        for lineno, rec in rows:
             if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
-                raise NegationClipError(f"{path}:{lineno}: each line needs a non-empty \"prompt\" string")
+                raise NegationClipError(f"{path}:{lineno}: each prompt needs a non-empty \"prompt\" string")
             pid = str(rec.get("id", f"p{len(out):04d}"))
             for k in ("present", "absent"):
                 if rec.get(k) is not None and not isinstance(rec[k], str):
@@ -381,6 +392,11 @@ class GenerationConfig:
 
 
 MANIFEST = "manifest.jsonl"
+
+
+def negation_prompt_set() -> Path:
+    """The shipped 40 "X with no Y" prompts (``present`` = X, ``absent`` = Y)."""
+    return Path(__file__).resolve().parent / "data" / "negation_prompts.json"
 
 
 def _image_name(p: Prompt, seed: int) -> str:
