@@ -1,0 +1,103 @@
+import json
+
+import pytest
+
+from negationclip.cli import main
+from negationclip.evaluate.runner import EvalConfig, expand_benchmarks, parse_model_spec
+from negationclip.models import save, tiny_clip_bundle
+from negationclip.utils import NegationClipError
+
+from .conftest import fabricate_image
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    for seed in (0, 1):
+        save(tiny_clip_bundle(seed=seed), d / f"model{seed}")
+    imgs = d / "imgs"
+    neg = [{"image": f"n{i}.jpg", "phrase": f"a dog with no collar {i}", "ref_bbox": [0, 0, 12, 10],
+            "bbox_list": [[0, 0, 12, 10], [8, 4, 16, 16]]} for i in range(4)]
+    for r in neg:
+        fabricate_image(imgs / r["image"], 30, 24, r["image"])
+    (d / "neg.json").write_text(json.dumps(neg))
+    (d / "valse").mkdir()
+    for piece in ("plurals", "existence"):
+        recs = {f"{piece}{i}": {"image_file": f"v{i}.jpg", "caption": "There are no cats.",
+                                "foil": "There are cats.", "mturk": {"caption": 3}} for i in range(3)}
+        (d / "valse" / f"{piece}.json").write_text(json.dumps(recs))
+    for i in range(3):
+        fabricate_image(imgs / f"v{i}.jpg", 20, 20, f"v{i}")
+    return d
+
+
+def test_expand_and_specs(setup):
+    cfg = EvalConfig(valse_dir=str(setup / "valse"), valse_images="x")
+    assert expand_benchmarks(["valse"], cfg) == ["valse-existence", "valse-plurals"]
+    with pytest.raises(NegationClipError, match="--negrefcocog, --negrefcocog-images"):
+        expand_benchmarks(["negrefcocog"], cfg)
+    with pytest.raises(NegationClipError, match="unknown benchmark 'nope'"):
+        expand_benchmarks(["nope"], cfg)
+    assert parse_model_spec("clip=openai/clip-vit-base-patch32") == ("clip", "openai/clip-vit-base-patch32")
+    assert parse_model_spec("openai/clip-vit-base-patch32") == ("openai/clip-vit-base-patch32",) * 2
+
+
+def test_eval_cli_two_models_report_and_resume(setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["eval", "--model", f"a={setup / 'model0'}", "--model", f"b={setup / 'model1'}",
+            "--benchmark", "negrefcocog", "--negrefcocog", str(setup / "neg.json"),
+            "--negrefcocog-images", str(setup / "imgs"), "--benchmark", "valse",
+            "--valse-dir", str(setup / "valse"), "--valse-images", str(setup / "imgs"),
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["results"]) == {"a", "b"}
+    for m in ("a", "b"):
+        assert list(res["results"][m]) == ["negrefcocog", "valse-existence", "valse-plurals"]
+        r = res["results"][m]["negrefcocog"]
+        assert r["benchmark"] == "negrefcocog" and r["model"] == m and r["total"] == 4
+        assert 0 <= r["accuracy"] <= 1 and r["correct"] == round(r["accuracy"] * 4)
+        assert r["items_per_second"] > 0
+    assert res["models"]["a"]["source"] == str(setup / "model0")
+    assert "torch" in res["software"] and res["errors"] == {}
+    md = (out / "results.md").read_text()
+    assert "| a |" in md and "negrefcocog (accuracy, %)" in md
+    assert (out / "charts" / "negrefcocog.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "charts" / "summary.png").exists()
+    # resume: nothing recomputed, same numbers
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "already in" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["results"] == res["results"]
+
+
+def test_missing_images_fail_one_benchmark_not_the_run(setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["eval", "--model", f"a={setup / 'model0'}", "--benchmark", "negrefcocog",
+               "--negrefcocog", str(setup / "neg.json"), "--negrefcocog-images", str(tmp_path),
+               "--benchmark", "valse-existence", "--valse-dir", str(setup / "valse"),
+               "--valse-images", str(setup / "imgs"), "--out", str(out), "--cache-dir", "none",
+               "--no-charts"])
+    assert rc == 1
+    res = json.loads((out / "results.json").read_text())
+    assert "4 of 4 images missing" in res["errors"]["a"]["negrefcocog"]
+    assert "valse-existence" in res["results"]["a"]
+    assert len((out / "missing" / "negrefcocog.txt").read_text().splitlines()) == 4
+    assert main(["eval", "--model", "x", "--out", str(out)]) == 2
+    assert "at least one --benchmark" in capsys.readouterr().err
+
+
+def test_build_negrefcocog_cli(tmp_path):
+    import pickle
+    refs = [{"ann_id": 1, "split": "train", "sentences": [{"sent": "the dog without a hat"}]}]
+    (tmp_path / "refs.p").write_bytes(pickle.dumps(refs, protocol=2))
+    inst = {"images": [{"id": 5, "file_name": "a.jpg", "width": 50, "height": 50}],
+            "categories": [{"id": 1, "name": "dog"}],
+            "annotations": [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [0, 0, 10, 10]},
+                            {"id": 2, "image_id": 5, "category_id": 1, "bbox": [20, 20, 10, 10]}]}
+    (tmp_path / "inst.json").write_text(json.dumps(inst))
+    assert main(["build-negrefcocog", "--refs", str(tmp_path / "refs.p"), "--instances",
+                 str(tmp_path / "inst.json"), "--out", str(tmp_path / "o.json")]) == 0
+    assert json.loads((tmp_path / "o.json").read_text()) == [
+        {"image": "a.jpg", "phrase": "the dog without a hat", "ref_bbox": [0, 0, 10, 10],
+         "bbox_list": [[0, 0, 10, 10], [20, 20, 10, 10]]}]
