@@ -191,9 +191,38 @@ def _cmd_generate(args) -> int:
     return run_generate(args)
 
 
+# --- eval / build-negrefcocog (benchmarks) -------------------------------------------------
+# The options live in negationclip.evaluate.cli_args; the work in evaluate.runner.
+
+def _add_eval(sub) -> None:
+    from .evaluate.cli_args import add_eval_parser
+
+    add_eval_parser(sub, _parser)
+    sub.choices["eval"].set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args) -> int:
+    from .evaluate.cli_args import run_eval_cli
+
+    return run_eval_cli(args)
+
+
+def _add_build_negrefcocog(sub) -> None:
+    from .evaluate.cli_args import add_build_negrefcocog_parser
+
+    add_build_negrefcocog_parser(sub, _parser)
+    sub.choices["build-negrefcocog"].set_defaults(func=_cmd_build_negrefcocog)
+
+
+def _cmd_build_negrefcocog(args) -> int:
+    from .evaluate.cli_args import run_build_negrefcocog_cli
+
+    return run_build_negrefcocog_cli(args)
+
+
 # --- entry point --------------------------------------------------------------------------
 
-_COMMANDS = [_add_convert, _add_encode, _add_world, _add_generate]
+_COMMANDS = [_add_convert, _add_encode, _add_world, _add_generate, _add_eval, _add_build_negrefcocog]
 
 
 def build_parser() -> argparse.ArgumentParser:
