@@ -74,3 +74,45 @@ def text_encoder_folder(tmp_path_factory):
     tiny_text_model(32, seed=7).save_pretrained(str(folder))
     hf_tokenizer().save_pretrained(str(folder))
     return folder
+
+
+def tiny_clipseg_from_clip(clip_config, seed: int = 0, vision_from=None):
+    """A tiny CLIPSeg whose CLIP part has ``clip_config``'s shapes (random weights, or the
+    vision tower of ``vision_from``, a CLIPModel, as when CLIPSeg was built on that CLIP)."""
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+    torch.manual_seed(seed)
+    cfg = CLIPSegConfig(text_config=clip_config.text_config.to_dict(),
+                        vision_config=clip_config.vision_config.to_dict(),
+                        projection_dim=clip_config.projection_dim, extract_layers=[0, 1],
+                        reduce_dim=16, decoder_num_attention_heads=2, decoder_intermediate_size=32)
+    model = CLIPSegForImageSegmentation(cfg).eval()
+    if vision_from is not None:
+        model.clip.vision_model.load_state_dict(vision_from.vision_model.state_dict())
+    return model
+
+
+def tiny_clipseg_processor():
+    from transformers import CLIPSegProcessor, ViTImageProcessor
+
+    ip = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
+                           image_std=[0.229, 0.224, 0.225])
+    return CLIPSegProcessor(image_processor=ip, tokenizer=hf_tokenizer())
+
+
+@pytest.fixture(scope="session")
+def clip_and_clipseg(tmp_path_factory):
+    """(folder of a tiny NegationCLIP saved by negationclip.models.save, its bundle,
+    folder of a tiny CLIPSeg built on the same vision tower)."""
+    from negationclip.models import save, tiny_clip_bundle
+
+    root = tmp_path_factory.mktemp("seg")
+    bundle = tiny_clip_bundle(seed=11)
+    save(bundle, root / "negclip")
+    base = tiny_clip_bundle(seed=12)  # "the original CLIP" CLIPSeg was trained on: same vision
+    base.model.vision_model.load_state_dict(bundle.model.vision_model.state_dict())
+    seg = tiny_clipseg_from_clip(base.model.config, vision_from=base.model)
+    seg.clip.text_model.load_state_dict(base.model.text_model.state_dict())
+    seg.save_pretrained(str(root / "clipseg"))
+    tiny_clipseg_processor().save_pretrained(str(root / "clipseg"))
+    return root / "negclip", bundle, root / "clipseg"
