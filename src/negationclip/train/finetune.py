@@ -200,8 +200,9 @@ class _Trainer:
         fwd = functools.partial(_text_features, self.model)
         self.fwd = torch.compile(fwd, dynamic=True) if cfg.compile else fwd
 
-    def batch_loss(self, rows: Sequence[Example]) -> torch.Tensor:
-        """The loss of this process's rows of a global batch (``world * loss``, see loss.py)."""
+    def batch_loss(self, rows: Sequence[Example]) -> tuple[torch.Tensor, float]:
+        """(loss to backpropagate, true global loss value) for this process's rows of a global
+        batch; the first is ``world * loss`` under torch.distributed (see loss.py)."""
         texts = [e.text for e in rows]
         hard, owner = [], []
         for i, e in enumerate(rows):
@@ -223,11 +224,15 @@ class _Trainer:
         loss = contrastive_loss(img, txt, scale,
                                 extra_text_emb=hard_emb if self.use_hard_texts else None,
                                 extra_image_emb=self.emb[hard_imgs] if self.use_hard_images else None)
+        value = loss_value(loss)
         if self.cfg.hard_negative_margin is not None:
             owner_t = torch.tensor(owner, dtype=torch.long, device=self.device)
-            loss = loss + self.cfg.hard_negative_weight * hard_negative_hinge(
+            hinge = self.cfg.hard_negative_weight * hard_negative_hinge(
                 img, txt, hard_emb, owner_t, self.cfg.hard_negative_margin)
-        return loss
+            loss = loss + hinge
+            # each process holds its own rows' share (times world): sum the shares
+            value += D.all_sum(float(hinge.detach()), self.info, self.device) / self.info.world
+        return loss, value
 
     @torch.no_grad()
     def validate(self) -> float | None:
@@ -390,8 +395,9 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
             value = 0.0
             for b in group:
                 rows = [data.train[i] for i in shard(b, info.rank, info.world)]
-                loss = tr.batch_loss(rows) / len(group)
-                value += loss_value(loss)
+                loss, v = tr.batch_loss(rows)
+                loss = loss / len(group)
+                value += v / len(group)
                 if scaler is not None:
                     scaler.scale(loss).backward()
                 else:

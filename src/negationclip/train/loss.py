@@ -120,4 +120,4 @@ def hard_negative_hinge(image_emb: torch.Tensor, text_emb: torch.Tensor,
     if world > 1:
         dist.all_reduce(count, op=dist.ReduceOp.SUM)
     count = count.clamp_min(1.0)
-    return total / count * world
+    return total / count[0] * world
