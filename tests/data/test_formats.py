@@ -6,7 +6,7 @@ import json
 import pytest
 
 from negationclip.data import (
-    CocoAnnotation, CocoCaption, CocoImage, KarpathyImage, NegRefItem, ValseItem, VqaItem,
+    CocoAnnotation, CocoCaption, CocoImage, KarpathyImage, ValseItem, VqaItem,
     load_coco_captions, load_coco_instances, load_karpathy, load_negref, load_valse, load_vqa,
     write_coco_captions, write_coco_instances, write_karpathy, write_negref, write_valse,
     write_vqa,

@@ -73,6 +73,15 @@ def write_vqa(questions_path: str | os.PathLike, annotations_path: str | os.Path
               items: Iterable[VqaItem], *, data_subtype: str = "train2014") -> None:
     """Write both VQAv2 files for ``items``."""
     items = list(items)
+    answer_lists: dict[tuple[str, ...], list[dict]] = {}  # shared: most answer lists repeat
+
+    def answers(ans: list[str]) -> list[dict]:
+        key = tuple(ans)
+        if key not in answer_lists:
+            answer_lists[key] = [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1}
+                                 for k, a in enumerate(ans)]
+        return answer_lists[key]
+
     info = {"description": "negationclip VQA", "version": "2.0", "year": 2026}
     license_ = {"name": "", "url": ""}
     write_json(questions_path, {
@@ -84,7 +93,6 @@ def write_vqa(questions_path: str | os.PathLike, annotations_path: str | os.Path
         "info": info, "license": license_, "data_subtype": data_subtype, "data_type": "mscoco",
         "annotations": [{"question_type": it.question_type,
                          "multiple_choice_answer": it.multiple_choice_answer,
-                         "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1}
-                                     for k, a in enumerate(it.answers)],
+                         "answers": answers(it.answers),
                          "image_id": it.image_id, "answer_type": it.answer_type,
                          "question_id": it.question_id} for it in items]})

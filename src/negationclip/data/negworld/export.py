@@ -8,7 +8,6 @@ Layout (``manifest.json`` lists the same files)::
     instances_{train,val,test}.json COCO instances: 10 categories, polygon masks, iscrowd 0
     vqa_questions_{split}.json      VQAv2 questions  (v2_OpenEnded_mscoco_*_questions layout)
     vqa_annotations_{split}.json    VQAv2 annotations (v2_mscoco_*_annotations layout)
-    dataset_coco.json               Karpathy split file of all scenes
     negref.json                     NegRefCOCOg format (test scenes; ``image`` is a file name in images/)
     valse_existence.json            VALSE existence piece format (test scenes)
     negation_pairs.json             balanced negated retrieval (test; paths relative to the root)
@@ -29,15 +28,14 @@ from pathlib import Path
 
 from ...utils import NegationClipError, atomic_dir, load_json, progress
 from .._common import need, write_json
-from ..coco import (CocoAnnotation, CocoCaption, CocoImage, KarpathyImage, write_coco_captions,
-                    write_coco_instances, write_karpathy)
+from ..coco import CocoAnnotation, CocoCaption, CocoImage, write_coco_captions, write_coco_instances
 from ..negref import NegRefItem, write_negref
 from ..valse import ValseItem, write_valse
 from ..vqa import VqaItem, write_vqa
 from .captions import captions as make_captions
 from .captions import noun_phrase, questions as make_questions
 from .phrasing import HELDOUT_PAIR_TEMPLATES, TRAIN_PAIR_TEMPLATES
-from .render import bbox, encode_png, polygon_area, render, segmentation
+from .render import bbox, bbox_of, encode_png, outline, polygon_area, render, segmentation_of
 from .scenes import Obj, Scene, WorldConfig, plausible_absent, replace_object, sample_scene, scene_rng
 from .vocab import CATEGORY_IDS, CONTEXT_OF, PARTS, article, plural
 
@@ -82,10 +80,11 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def _make_pairs(scene: Scene, cfg: WorldConfig, next_id: int) -> list[tuple[NegationPair, Scene]]:
+def _make_pairs(scene: Scene, cfg: WorldConfig, next_id: int,
+                rng: random.Random | None = None) -> list[tuple[NegationPair, Scene]]:
     if len(scene.objects) < 2:
         return []
-    rng = scene_rng(cfg.seed, scene.id, "pairs")
+    rng = rng or scene_rng(cfg.seed, scene.id, "pairs")
     slots = rng.sample(range(len(scene.objects)), min(cfg.pairs_per_scene, len(scene.objects)))
     out = []
     for j in slots:
@@ -124,10 +123,10 @@ _NEGREF_PART = ("the {cat} without {part}", "the {cat} with no {noun}",
 _NEGREF_ATTR = ("the {cat} that is not {value}", "{a_cat} which is not {value}")
 
 
-def _make_negref(scene: Scene, cfg: WorldConfig) -> list[NegRefItem]:
+def _make_negref(scene: Scene, cfg: WorldConfig, rng: random.Random | None = None) -> list[NegRefItem]:
     """Negated referring expressions: P+ is the only object of its category lacking a property
     that the other same-category objects (P-) have; then size filter and expanded boxes."""
-    rng = scene_rng(cfg.seed, scene.id, "negref")
+    rng = rng or scene_rng(cfg.seed, scene.id, "negref")
     min_side = cfg.negref_min_box * scene.width
     items = []
     for cat in sorted(scene.categories()):
@@ -164,8 +163,8 @@ def _make_negref(scene: Scene, cfg: WorldConfig) -> list[NegRefItem]:
 _VALSE_TAIL = ("", " in the picture", " visible", " in the image")
 
 
-def _make_valse(scene: Scene, cfg: WorldConfig) -> ValseItem | None:
-    rng = scene_rng(cfg.seed, scene.id, "valse")
+def _make_valse(scene: Scene, cfg: WorldConfig, rng: random.Random | None = None) -> ValseItem | None:
+    rng = rng or scene_rng(cfg.seed, scene.id, "valse")
     tail = rng.choice(_VALSE_TAIL)
     if rng.random() < 0.5:
         cat = plausible_absent(scene, rng)
@@ -253,7 +252,6 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
     coco_caps = {s: [] for s in SPLITS}
     coco_anns = {s: [] for s in SPLITS}
     vqa = {s: [] for s in SPLITS}
-    karpathy: list[KarpathyImage] = []
     pairs: list[NegationPair] = []
     negref: list[NegRefItem] = []
     valse: list[ValseItem] = []
@@ -274,17 +272,18 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
             scenes.append(scene)
             save(scene)
             coco_images[split].append(CocoImage(scene.id, scene.file_name, scene.width, scene.height))
-            texts = make_captions(scene, scene_rng(cfg.seed, idx, "captions"), cfg.captions_per_image)
+            text_rng = scene_rng(cfg.seed, idx, "text")  # captions, questions, test items
+            texts = make_captions(scene, text_rng, cfg.captions_per_image)
             for t in texts:
                 cap_id += 1
                 coco_caps[split].append(CocoCaption(cap_id, scene.id, t))
-            karpathy.append(KarpathyImage(scene.id, scene.file_name, "images", split, texts))
             for o in scene.objects:
                 ann_id += 1
+                pts = outline(o)
                 coco_anns[split].append(CocoAnnotation(
-                    ann_id, scene.id, CATEGORY_IDS[o.category], bbox(o), round(polygon_area(o), 2),
-                    segmentation(o), 0))
-            qs = make_questions(scene, scene_rng(cfg.seed, idx, "vqa"), cfg.questions_per_image)
+                    ann_id, scene.id, CATEGORY_IDS[o.category], bbox_of(pts),
+                    round(polygon_area(o), 2), segmentation_of(pts), 0))
+            qs = make_questions(scene, text_rng, cfg.questions_per_image)
             for k, q in enumerate(qs):
                 vqa[split].append(VqaItem(question_id=scene.id * 100 + k, image_id=scene.id,
                                           question=q["question"], answers=[q["answer"]] * 10,
@@ -292,14 +291,14 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
                                           answer_type=q["answer_type"],
                                           question_type=q["question_type"]))
             if split == "test":
-                for pair, foil in _make_pairs(scene, cfg, next_foil):
+                for pair, foil in _make_pairs(scene, cfg, next_foil, text_rng):
                     foil.split = "test"
                     next_foil += 1
                     save(foil)
                     foils.append(foil)
                     pairs.append(pair)
-                negref.extend(_make_negref(scene, cfg))
-                v = _make_valse(scene, cfg)
+                negref.extend(_make_negref(scene, cfg, text_rng))
+                v = _make_valse(scene, cfg, text_rng)
                 if v is not None:
                     valse.append(v)
 
@@ -318,10 +317,9 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
                                  supercategories=supers, description=f"NegWorld instances ({s})")
             write_vqa(tmp / files["vqa_questions"][s], tmp / files["vqa_annotations"][s], vqa[s],
                       data_subtype=f"negworld_{s}")
-        files.update(karpathy="dataset_coco.json", negref="negref.json",
+        files.update(negref="negref.json",
                      valse_existence="valse_existence.json", negation_pairs="negation_pairs.json",
                      scenes="scenes.json")
-        write_karpathy(tmp / files["karpathy"], karpathy)
         write_negref(tmp / files["negref"], negref)
         write_valse(tmp / files["valse_existence"], valse)
         write_json(tmp / files["negation_pairs"], [asdict(p) for p in pairs], indent=1)
@@ -401,10 +399,6 @@ class WorldExport:
     @property
     def scenes(self) -> Path:
         return self._f("scenes")
-
-    @property
-    def karpathy(self) -> Path:
-        return self._f("karpathy")
 
 
 def load_scenes(path: str | os.PathLike) -> dict[str, Scene]:

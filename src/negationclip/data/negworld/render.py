@@ -7,6 +7,8 @@ import struct
 import zlib
 from functools import lru_cache
 
+import numpy as np
+
 from PIL import Image, ImageDraw
 
 from .scenes import Obj, Scene
@@ -33,8 +35,8 @@ def _star(points: int, outer: float, inner: float) -> list[tuple[float, float]]:
 def _moon() -> list[tuple[float, float]]:
     # outer circle R=0.92 at the origin minus a circle r=0.78 centred at (0.45, -0.05)
     R, r, dx, dy = 0.92, 0.78, 0.45, -0.05
-    outer = [(x, y) for x, y in _circle(48, R) if math.hypot(x - dx, y - dy) > r]
-    inner = [(x, y) for x, y in _circle(48, r, dx, dy) if math.hypot(x, y) < R]
+    outer = [(x, y) for x, y in _circle(36, R) if math.hypot(x - dx, y - dy) > r]
+    inner = [(x, y) for x, y in _circle(36, r, dx, dy) if math.hypot(x, y) < R]
     # order: outer arc left-going (angles ~60..300), inner arc coming back
     outer.sort(key=lambda p: math.atan2(p[1], p[0]) % (2 * math.pi))
     inner.sort(key=lambda p: -(math.atan2(p[1] - dy, p[0] - dx) % (2 * math.pi)))
@@ -43,8 +45,8 @@ def _moon() -> list[tuple[float, float]]:
 
 def _heart() -> list[tuple[float, float]]:
     pts = []
-    for k in range(32):
-        t = 2 * math.pi * k / 32
+    for k in range(24):
+        t = 2 * math.pi * k / 24
         x = 16 * math.sin(t) ** 3
         y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
         pts.append((x / 17.0 * 0.98, -(y + 2.5) / 17.0 * 0.98))
@@ -53,7 +55,7 @@ def _heart() -> list[tuple[float, float]]:
 
 # unit outlines inside the unit circle (y grows downwards) and where a part's dot sits
 SHAPES: dict[str, list[tuple[float, float]]] = {
-    "circle": _circle(24, 0.9),
+    "circle": _circle(20, 0.9),
     "square": [(-0.68, -0.68), (0.68, -0.68), (0.68, 0.68), (-0.68, 0.68)],
     "triangle": [(0.0, -0.95), (0.82, 0.5), (-0.82, 0.5)],
     "diamond": [(0.0, -0.96), (0.66, 0.0), (0.0, 0.96), (-0.66, 0.0)],
@@ -88,17 +90,30 @@ def polygon_area(obj: Obj) -> float:
     return _unit_area(obj.category) * obj.r * obj.r
 
 
-def bbox(obj: Obj) -> list[float]:
-    pts = outline(obj)
+def _r2(v: float) -> float:
+    """Round to 2 decimals, ~5x faster than round(v, 2) (which goes through dtoa)."""
+    return math.floor(v * 100.0 + 0.5) / 100.0
+
+
+def bbox_of(pts: list[tuple[float, float]]) -> list[float]:
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts]
     x0, y0 = min(xs), min(ys)
-    return [round(x0, 2), round(y0, 2), round(max(xs) - x0, 2), round(max(ys) - y0, 2)]
+    return [_r2(x0), _r2(y0), _r2(max(xs) - x0), _r2(max(ys) - y0)]
+
+
+def segmentation_of(pts: list[tuple[float, float]]) -> list[list[float]]:
+    """COCO polygon segmentation (one polygon, flattened x, y)."""
+    return [[_r2(v) for p in pts for v in p]]
+
+
+def bbox(obj: Obj) -> list[float]:
+    """The object's tight box [x, y, w, h] (the COCO ``bbox``)."""
+    return bbox_of(outline(obj))
 
 
 def segmentation(obj: Obj) -> list[list[float]]:
-    """COCO polygon segmentation (one polygon, flattened x, y)."""
-    return [[round(v, 2) for p in outline(obj) for v in p]]
+    return segmentation_of(outline(obj))
 
 
 def render(scene: Scene, supersample: int = 2) -> Image.Image:
@@ -130,8 +145,8 @@ def encode_png(img: Image.Image, level: int = 1) -> bytes:
     if img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size
-    raw = img.tobytes()
-    row = 3 * w
-    data = b"".join(b"\x00" + raw[i:i + row] for i in range(0, len(raw), row))
+    rows = np.zeros((h, 3 * w + 1), np.uint8)  # each row: filter byte 0, then RGB
+    rows[:, 1:] = np.asarray(img).reshape(h, 3 * w)
+    data = rows.tobytes()
     return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + _chunk(b"IDAT", zlib.compress(data, level)) + _chunk(b"IEND", b""))

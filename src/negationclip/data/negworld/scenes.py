@@ -79,6 +79,10 @@ class Scene:
         return Scene(**{**d, "background": tuple(d["background"]), "objects": objs})
 
 
+_CONTEXT_NAMES = tuple(sorted(CONTEXTS))
+_COLOR_NAMES = tuple(sorted(COLORS))
+
+
 def scene_rng(seed: int, index: int, stream: str = "scene") -> random.Random:
     """An independent, reproducible random stream per (seed, image, purpose)."""
     return random.Random(f"negworld/{seed}/{stream}/{index}")
@@ -93,7 +97,7 @@ def sample_scene(cfg: WorldConfig, index: int, image_id: int) -> Scene:
     """Sample scene ``index``: a context, 1-4 non-overlapping objects, their attributes."""
     rng = scene_rng(cfg.seed, index)
     side = cfg.size
-    context = rng.choice(sorted(CONTEXTS))
+    context = rng.choice(_CONTEXT_NAMES)
     n = rng.randint(cfg.min_objects, cfg.max_objects)
     bg = tuple(min(255, max(0, 244 + rng.randint(-10, 8))) for _ in range(3))
     objs: list[Obj] = []
@@ -114,7 +118,7 @@ def sample_scene(cfg: WorldConfig, index: int, image_id: int) -> Scene:
         else:
             continue  # no room left: the scene keeps fewer objects
         parts = tuple(p for p in PARTS if rng.random() < cfg.part_prob.get(p, 0.0))
-        objs.append(Obj(category=cat, color=rng.choice(sorted(COLORS)), size=size_class,
+        objs.append(Obj(category=cat, color=rng.choice(_COLOR_NAMES), size=size_class,
                         parts=parts, cx=round(cx, 2), cy=round(cy, 2), r=round(r, 2)))
     return Scene(id=image_id, file_name=f"{image_id:06d}.png", width=side, height=side,
                  background=bg, context=context, objects=objs)
