@@ -292,5 +292,8 @@ def test_cli_world_build(tmp_path, capsys):
     (other / "keep.txt").write_text("mine")
     assert cli_main(["world", "build", "--out", str(other), "--images", "3"]) == 2
     assert (other / "keep.txt").read_text() == "mine"
-    assert cli_main(["world", "build", "--out", str(out), "--images", "0", "--overwrite"]) == 2
+    for bad in (["--images", "0"], ["--pairs-per-scene", "-1"], ["--heldout-fraction", "1.5"],
+                ["--test-fraction", "0.7", "--val-fraction", "0.4"]):
+        assert cli_main(["world", "build", "--out", str(out), "--overwrite", *bad]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
     assert cli_main(["world", "build", "--out", str(out), "--images", "8", "--overwrite"]) == 0

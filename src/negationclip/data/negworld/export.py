@@ -218,7 +218,13 @@ def _check_config(cfg: WorldConfig) -> None:
         raise NegationClipError(f"need 1 <= min_objects <= max_objects, got "
                                 f"{cfg.min_objects}, {cfg.max_objects}")
     if cfg.captions_per_image < 1:
-        raise NegationClipError("captions_per_image must be at least 1")
+        raise NegationClipError(f"captions per image must be at least 1, got {cfg.captions_per_image}")
+    if not 0 <= cfg.questions_per_image <= 999:
+        raise NegationClipError(f"questions per image must be 0-999, got {cfg.questions_per_image}")
+    if cfg.pairs_per_scene < 0:
+        raise NegationClipError(f"pairs per scene must be >= 0, got {cfg.pairs_per_scene}")
+    if not 0.0 <= cfg.heldout_fraction <= 1.0:
+        raise NegationClipError(f"held-out fraction must be in [0, 1], got {cfg.heldout_fraction}")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -285,7 +291,7 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
                     round(polygon_area(o), 2), segmentation_of(pts), 0))
             qs = make_questions(scene, text_rng, cfg.questions_per_image)
             for k, q in enumerate(qs):
-                vqa[split].append(VqaItem(question_id=scene.id * 100 + k, image_id=scene.id,
+                vqa[split].append(VqaItem(question_id=scene.id * 1000 + k, image_id=scene.id,
                                           question=q["question"], answers=[q["answer"]] * 10,
                                           multiple_choice_answer=q["answer"],
                                           answer_type=q["answer_type"],
