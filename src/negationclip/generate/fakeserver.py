@@ -64,6 +64,8 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else 40 ms delayed-ACK stalls per request
+            wbufsize = 1 << 16  # headers and body leave in one write
 
             def log_message(self, *a):  # quiet
                 pass
