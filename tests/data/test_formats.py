@@ -141,6 +141,11 @@ def test_coco_structural_errors(tmp_path):
                                                "bbox": [0, 0, 1, 1]}]}))
     with pytest.raises(NegationClipError, match=r"category_id 9 is not in 'categories'"):
         load_coco_instances(ip)
+    raw = json.loads(ip.read_text())
+    raw["annotations"][0].update(category_id=1, area="big")
+    ip.write_text(json.dumps(raw))
+    with pytest.raises(NegationClipError, match=r"annotations\[0\]: 'area' should be int or float, got str"):
+        load_coco_instances(ip)
 
 
 def test_karpathy_round_trip(tmp_path):

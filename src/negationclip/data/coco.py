@@ -122,9 +122,10 @@ def load_coco_instances(path: str | os.PathLike) -> CocoInstances:
                            image_id=need(rec, "image_id", int, path, loc),
                            category_id=need(rec, "category_id", int, path, loc),
                            bbox=need_box(need(rec, "bbox", list, path, loc), path, loc, "bbox"),
-                           area=float(rec.get("area", 0.0)),
+                           area=float(need(rec, "area", _NUM, path, loc) if "area" in rec else 0.0),
                            segmentation=rec.get("segmentation"),
-                           iscrowd=int(rec.get("iscrowd", 0)))
+                           iscrowd=int(need(rec, "iscrowd", (int, bool), path, loc)
+                                       if "iscrowd" in rec else 0))
         if a.image_id not in images:
             raise NegationClipError(f"{path}: {loc}: image_id {a.image_id} is not in 'images'")
         if a.category_id not in cats:
