@@ -239,7 +239,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise NegationClipError(f"{out}: exists, is not empty and is not a NegWorld export; "
                                 f"choose another output folder")
     if not overwrite:
-        raise NegationClipError(f"{out}: a NegWorld export is already there (pass --overwrite, or overwrite=True, to replace it)")
+        raise NegationClipError(f"{out}: a NegWorld export is already there "
+                                f"(pass --overwrite, or overwrite=True, to replace it)")
 
 
 def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = False,
