@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from negationclip.models import ImageEmbeddingCache, image_features, open_image, text_features
-from negationclip.train.finetune import _prepare, _Trainer
+from negationclip.train.loop import _prepare, _Trainer
 from negationclip.train import TrainConfig
 from negationclip.train.distributed import DistInfo
 from negationclip.train.loss import contrastive_loss, hard_negative_hinge

@@ -35,7 +35,13 @@ def _torch_read(path: Path) -> Any:
 
 
 def has_state(out_dir: str | Path) -> bool:
-    return (Path(out_dir) / STATE / "state.json").exists()
+    folder = Path(out_dir) / STATE
+    if not folder.exists():
+        # a kill between atomic_dir's two renames leaves only the previous state, set aside
+        olds = sorted(Path(out_dir).glob(f".{STATE}.old.*"), key=lambda p: p.stat().st_mtime)
+        if olds and (olds[-1] / "state.json").exists():
+            olds[-1].rename(folder)
+    return (folder / "state.json").exists()
 
 
 def rng_state() -> dict[str, Any]:
