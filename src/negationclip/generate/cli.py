@@ -58,7 +58,7 @@ def _run_args(p) -> None:
     g.add_argument("--limit", type=int, default=None, help="process at most this many work items")
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     g.add_argument("--chunk-size", type=int, default=None,
-                   help="work items per batch of model calls (default max(64, 4 x concurrency))")
+                   help="work items per batch of model calls (default max(64, 8 x concurrency))")
     g.add_argument("--affirmed", choices=["auto", "on", "off"], default="auto",
                    help="also write the affirmative twin caption ('affirmed'); auto: on for the "
                         "rules rewriter, off for LLM rewriters (it costs one more call)")

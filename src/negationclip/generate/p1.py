@@ -61,7 +61,7 @@ def run_p1(captions: str | os.PathLike, out: str | os.PathLike, *,
         cfg = RunConfig(out=Path(out), pipeline=pipeline, candidates=candidates,
                         affirmed=(rewriter.kind == "rules") if affirmed is None else affirmed,
                         shard=shard, resume=resume, overwrite=overwrite, limit=limit,
-                        chunk_size=chunk_size or max(64, 4 * conc), seed=seed,
+                        chunk_size=chunk_size or max(64, 8 * conc), seed=seed,
                         propose_per=propose_per, progress=progress)
         runner = Runner(cfg, proposer=prop, verifier=ver, rewriter=rew)
         summary = runner.run(p1_items(caps, images, pipeline))

@@ -67,7 +67,7 @@ def run_p2(questions: str | os.PathLike, annotations: str | os.PathLike,
         cfg = RunConfig(out=Path(out), pipeline="P2",
                         affirmed=(rewriter.kind == "rules") if affirmed is None else affirmed,
                         shard=shard, resume=resume, overwrite=overwrite, limit=limit,
-                        chunk_size=chunk_size or max(64, 4 * conc), seed=seed, progress=progress)
+                        chunk_size=chunk_size or max(64, 8 * conc), seed=seed, progress=progress)
         summary = Runner(cfg, proposer=None, verifier=None, rewriter=rew).run(items)
     finally:
         factory.close()
