@@ -87,8 +87,9 @@ def load_text_encoder(source: str | os.PathLike, *, with_projection: bool = Fals
         from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
         cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+        quiet_hf_progress()
         try:
-            model = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+            model = cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
         except (OSError, ValueError) as e:
             raise NegationClipError(f"{path}: cannot read the text encoder: {e}") from None
         if with_projection:
@@ -130,6 +131,18 @@ def _checkpoint_names(folder: Path) -> set[str] | None:
 
 # --- pipelines -------------------------------------------------------------------------------
 
+def quiet_hf_progress() -> None:
+    """Follow NEGATIONCLIP_NO_PROGRESS for diffusers/transformers' own loading bars too."""
+    from ..utils.progress import progress_disabled
+
+    if progress_disabled():
+        import diffusers.utils.logging as dl
+        import transformers.utils.logging as tl
+
+        dl.disable_progress_bar()
+        tl.disable_progress_bar()
+
+
 def load_pipeline(source: str | os.PathLike, *, device: str = "cpu",
                   dtype: torch.dtype = torch.float32, safety_checker: bool = True):
     """Load a diffusers pipeline from a local folder or the local Hugging Face cache, offline.
@@ -158,6 +171,7 @@ def load_pipeline(source: str | os.PathLike, *, device: str = "cpu",
         has_checker = True
     if not safety_checker and has_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    quiet_hf_progress()
     try:
         pipe = DiffusionPipeline.from_pretrained(str(source), **kwargs)
     except NegationClipError:

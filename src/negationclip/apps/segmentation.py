@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..utils import NegationClipError, atomic_write_bytes
-from .diffusion import TextEncoder, _is_text_encoder_folder, load_text_encoder, text_tower
+from .diffusion import TextEncoder, _is_text_encoder_folder, load_text_encoder, quiet_hf_progress, text_tower
 
 
 def load_clipseg(source: str | os.PathLike, *, device: str = "cpu", dtype: torch.dtype = torch.float32):
@@ -31,8 +31,9 @@ def load_clipseg(source: str | os.PathLike, *, device: str = "cpu", dtype: torch
             raise NegationClipError(f"{source}: not a CLIPSeg folder (and not a Hugging Face id)")
     elif not (path / "config.json").is_file():
         raise NegationClipError(f"{path}: not a CLIPSeg folder (no config.json)")
+    quiet_hf_progress()
     try:
-        model = CLIPSegForImageSegmentation.from_pretrained(str(source), torch_dtype=dtype,
+        model = CLIPSegForImageSegmentation.from_pretrained(str(source), dtype=dtype,
                                                             local_files_only=True)
         processor = CLIPSegProcessor.from_pretrained(str(source), local_files_only=True)
     except (OSError, ValueError) as e:
