@@ -159,3 +159,30 @@ def test_generate_end_to_end_deterministic_and_resumable(sd_folder, text_encoder
     x, y = 4 + 2 * 36, 18
     assert im.crop((x, y, x + 32, y + 32)).tobytes() == \
         Image.open(tmp_path / "neg" / recs2[0]["file"]).convert("RGB").tobytes()
+
+
+def test_text_encoder_folder_layouts(tmp_path):
+    """A text-encoder folder in either key layout (transformers 5, or Stable Diffusion's
+    ``text_model.*``) loads the same weights; export_text_encoder's folder loads too."""
+    from safetensors.torch import load_file, save_file
+
+    from negationclip.models import export_text_encoder, tiny_clip_bundle
+
+    m = tiny_text_model(32, seed=9)
+    m.save_pretrained(str(tmp_path / "new"))
+    sd = load_file(str(tmp_path / "new" / "model.safetensors"))
+    (tmp_path / "old").mkdir()
+    m.config.save_pretrained(str(tmp_path / "old"))
+    save_file({("text_model." + k if not k.startswith("text_model.") else k): v.contiguous()
+               for k, v in sd.items()}, str(tmp_path / "old" / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("new", "old"):
+        enc = D.load_text_encoder(tmp_path / name)
+        assert all(torch.equal(a, b) for a, b in zip(D.text_tower(enc.model).state_dict().values(),
+                                                    D.text_tower(m).state_dict().values()))
+        assert enc.tokenizer.get_vocab() == hf_tokenizer().get_vocab()  # no tokenizer: CLIP's own
+    bundle = tiny_clip_bundle(seed=2)
+    export_text_encoder(bundle, tmp_path / "exp")
+    enc = D.load_text_encoder(tmp_path / "exp")
+    ref = D.text_tower(bundle.model.text_model).state_dict()
+    got = D.text_tower(enc.model).state_dict()
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)

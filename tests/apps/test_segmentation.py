@@ -119,3 +119,20 @@ def test_load_errors(tmp_path):
         S.load_clipseg(tmp_path)
     with pytest.raises(NegationClipError, match="CIDAS/not-cached"):
         S.load_clipseg("CIDAS/not-cached")
+
+
+def test_exported_text_encoder_folder_into_clipseg(clip_and_clipseg, tmp_path):
+    """export_text_encoder(with_projection=True) -> NegationCLIPSeg gives the same weights as
+    swapping from the full checkpoint; a folder without projection is refused."""
+    from negationclip.models import export_text_encoder
+
+    negclip_dir, bundle, clipseg_dir = clip_and_clipseg
+    export_text_encoder(bundle, tmp_path / "te-proj", with_projection=True)
+    a, _, rep = S.load_negation_clipseg(clipseg_dir, tmp_path / "te-proj")
+    b, _, _ = S.load_negation_clipseg(clipseg_dir, negclip_dir)
+    assert rep.vision.startswith("not checked")
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    export_text_encoder(bundle, tmp_path / "te-plain")
+    with pytest.raises(NegationClipError, match=r"te-plain: the text encoder lacks .*text_projection"):
+        S.load_negation_clipseg(clipseg_dir, tmp_path / "te-plain")

@@ -89,16 +89,17 @@ def load_text_encoder(source: str | os.PathLike, *, with_projection: bool = Fals
         cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
         quiet_hf_progress()
         try:
-            model = cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+            model, info = cls.from_pretrained(str(path), dtype=dtype, local_files_only=True,
+                                              output_loading_info=True)
         except (OSError, ValueError) as e:
             raise NegationClipError(f"{path}: cannot read the text encoder: {e}") from None
-        if with_projection:
-            # from_pretrained silently initialises a missing projection at random: refuse that.
-            names = _checkpoint_names(path)
-            if names is not None and not any(n.startswith("text_projection") for n in names):
-                raise NegationClipError(
-                    f"{path}: this text-encoder folder has no text_projection, which this "
-                    "pipeline needs; pass the full CLIP checkpoint instead")
+        missing = list(info.get("missing_keys") or []) + list(info.get("mismatched_keys") or [])
+        if missing:
+            # from_pretrained would silently initialise these at random: refuse instead
+            hint = (" (this pipeline slot needs a text projection: pass the full CLIP checkpoint)"
+                    if any("text_projection" in str(k) for k in missing) else "")
+            raise NegationClipError(f"{path}: the text encoder lacks {len(missing)} weight(s), e.g. "
+                                    f"{', '.join(str(k) for k in missing[:3])}{hint}")
         try:
             tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError):
@@ -114,19 +115,6 @@ def load_text_encoder(source: str | os.PathLike, *, with_projection: bool = Fals
     prov.setdefault("source", str(source))
     return text_encoder_from_clip_model(bundle.model, bundle.tokenizer.hf,
                                         with_projection=with_projection, provenance=prov)
-
-
-def _checkpoint_names(folder: Path) -> set[str] | None:
-    from safetensors import safe_open
-
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        return None
-    names: set[str] = set()
-    for f in files:
-        with safe_open(str(f), "pt") as fh:
-            names.update(fh.keys())
-    return names
 
 
 # --- pipelines -------------------------------------------------------------------------------
