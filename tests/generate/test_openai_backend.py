@@ -114,3 +114,20 @@ def test_missing_and_truncated_images_are_skipped_and_listed(train, tmp_path):
     assert {p.split("/")[-1].split(":")[0] for p in s["missing_images"]} >= bad or \
         all(any(b in m for m in s["missing_images"]) for b in bad)
     assert not any(r.image_file in bad for r in recs)
+
+
+def test_p2_through_the_openai_rewriter(train, tmp_path):
+    from negationclip.generate import run_p2
+
+    out = tmp_path / "p2.jsonl"
+    with FakeOpenAIServer() as srv:
+        summary = run_p2(train["questions"], train["annotations"], train["captions"], out,
+                         rewriter=_opts(srv), affirmed=True, progress=False)
+    recs = read_records(out)
+    assert recs and summary["calls_rewriter"] == 2 * summary["items"]  # + the affirmed call
+    assert all(r.backends == {"rewriter": {"backend": "openai", "model": "tiny"}} for r in recs)
+    assert all(r.affirmed is None or " not " not in f" {r.affirmed} " for r in recs)
+    s = run_stats([out])
+    assert s["outcomes"]["accepted"] == len(recs)
+    # questions the "model" could not rewrite are counted, not dropped silently
+    assert sum(s["outcomes"].values()) == summary["items"]

@@ -60,3 +60,12 @@ def test_rewrite_checks():
     assert check_negated(orig, orig + " without a hat " + "and more " * 40, "hat") == "too long"
     assert check_affirmed(orig, "A woman wearing a hat riding a horse on a beach", "hat") is None
     assert check_affirmed(orig, "A woman riding a horse on a beach without a hat", "hat") == "negates"
+
+
+def test_p2_rewrite_must_carry_the_question():
+    orig = "A man riding a bike down the street"
+    q = "Is the man wearing a helmet?"
+    assert check_negated(orig, "A man not wearing a helmet riding a bike down the street",
+                         question=q) is None
+    assert check_negated(orig, "A man riding a bike down the street with no cars",
+                         question=q) == "drops the question's content"

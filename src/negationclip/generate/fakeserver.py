@@ -40,7 +40,11 @@ def default_answer(body: dict) -> str:
         return f"{cap} without an {obj}."
     m = re.search(r"Caption: (.*)\nQuestion: (.*?)(?:\nAnswer: no)?$", last, flags=re.S)
     if m:
-        return f"{m.group(1).strip().rstrip('.')}, and the answer to '{m.group(2).strip()}' is no."
+        from .grammar import p2_rewrite
+        r = p2_rewrite(m.group(1).strip(), m.group(2).strip())
+        if r is None:
+            return "Sorry, I cannot rewrite this caption."
+        return r[0] if "Answer: no" in last else r[1]
     return "I do not know."
 
 

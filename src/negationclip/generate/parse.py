@@ -191,9 +191,14 @@ def _kept(original: str, rewrite: str) -> float:
     return sum(1 for w in orig if w[:4] in have) / len(orig)
 
 
+_AUX_WORDS = {"is", "are", "was", "were", "does", "do", "did", "can", "could", "will", "would",
+              "should", "there", "any", "this", "these", "those", "picture", "image", "photo"}
+
+
 def check_negated(original: str, negated: str | None, obj: str | None = None, *,
-                  min_kept: float = 0.6) -> str | None:
-    """None when ``negated`` is acceptable, else why not."""
+                  question: str | None = None, min_kept: float = 0.6) -> str | None:
+    """None when ``negated`` is acceptable, else why not. With ``question`` (P2), the rewrite
+    must also carry at least half of the question's content words."""
     if not negated:
         return "empty"
     n_orig, n_new = len(words(original)), len(words(negated))
@@ -207,6 +212,11 @@ def check_negated(original: str, negated: str | None, obj: str | None = None, *,
         return "drops the original content"
     if obj and not mentions(negated, obj):
         return "does not mention the object"
+    if question:
+        q = [w for w in _content(question) if w not in _AUX_WORDS]
+        have = {w[:4] for w in words(negated)}
+        if q and sum(w[:4] in have for w in q) < len(q) / 2:
+            return "drops the question's content"
     return None
 
 

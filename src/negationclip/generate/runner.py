@@ -258,7 +258,7 @@ class Runner:
                 s.outcomes["question_unusable" if res.extra.get("unusable") else
                            "rewrite_unparseable"] += 1
                 continue
-            why = check_negated(s.item.caption, res.negated, obj)
+            why = check_negated(s.item.caption, res.negated, obj, question=s.item.question)
             if why:
                 s.outcomes["rewrite_rejected"] += 1
                 continue
@@ -332,8 +332,8 @@ class Runner:
                         for k, v in s.outcomes.items():
                             self.summary[f"outcome_{k}"] += v
                     _sync(rec_w, led_w)  # flushed per record (a kill loses nothing); fsync per chunk
-                    bar.update(len(states))
                     bar.set_postfix(accepted=self.summary["records"], refresh=False)
+                    bar.update(len(states))
         finally:
             bar.close()
         return dict(self.summary)
