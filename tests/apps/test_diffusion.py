@@ -186,3 +186,28 @@ def test_text_encoder_folder_layouts(tmp_path):
     ref = D.text_tower(bundle.model.text_model).state_dict()
     got = D.text_tower(enc.model).state_dict()
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_b32_into_sd15_shaped_pipeline_message():
+    """The message a user gets for a ViT-B/32 NegationCLIP in an SD 1.x-shaped pipeline."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    small = dict(num_hidden_layers=1, vocab_size=1000, max_position_embeddings=77)
+    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=8,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                cross_attention_dim=768, norm_num_groups=8, attention_head_dim=4)
+    vae = AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
+                        up_block_types=("UpDecoderBlock2D",), latent_channels=4, norm_num_groups=8)
+    sd15_te = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=64, num_attention_heads=12, **small))
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=sd15_te, tokenizer=hf_tokenizer(), unet=unet,
+                                   scheduler=DDIMScheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    b32 = CLIPTextModel(CLIPTextConfig(hidden_size=512, intermediate_size=64, num_attention_heads=8, **small))
+    with pytest.raises(NegationClipError) as e:
+        D.swap_text_encoder(pipe, D.TextEncoder(b32, hf_tokenizer(), {"source": "negclip-B32.pth"}))
+    assert str(e.value).startswith(
+        "negclip-B32.pth: a text encoder of width 512, a ViT-B CLIP's (B/32, B/16) does not fit "
+        "StableDiffusionPipeline: its UNet cross-attends to width 768, CLIP ViT-L/14's, as in "
+        "Stable Diffusion 1.x")
