@@ -10,7 +10,8 @@ from .runner import BENCHMARK_NAMES, EvalConfig
 EVAL_EPILOG = """\
 benchmarks:
   negrefcocog     NegRefCOCOg: does the negated expression pick its own box (accuracy, ties)
-  valse           every VALSE piece in --valse-dir (existence first); or valse-<piece>
+  valse           every VALSE piece in --valse-dir/--valse-file (existence first);
+                  or one piece: valse-existence, valse-plurals, ...
   zeroshot        zero-shot top-1/top-5 (ImageNet folder tree or list file; alias imagenet)
   coco-retrieval  image->text and text->image R@1/5/10 (alias retrieval)
   negbench        NegBench-style MCQ (affirmation/negation/hybrid) + negated retrieval
@@ -22,7 +23,10 @@ examples:
       --benchmark valse --valse-dir valse/ --valse-images images/ --out results/
   negationclip eval --model world-ckpt/ --benchmark negation-pairs \\
       --negation-pairs world/negation_pairs.json --benchmark negbench \\
-      --negbench-instances world/instances_test.json --negbench-images world/ --out r/
+      --negbench-instances world/instances_test.json --negbench-images world/images \\
+      --benchmark valse --valse-file world/valse_existence.json --valse-images world/images \\
+      --benchmark negrefcocog --negrefcocog world/negref.json \\
+      --negrefcocog-images world/images --out r/
 
 writes <out>/results.json (per model, per benchmark, per metric; provenance; software),
 <out>/results.md, <out>/charts/*.png and <out>/missing/<benchmark>.txt for missing images.
@@ -61,6 +65,8 @@ def add_eval_parser(sub, make_parser) -> None:
     g.add_argument("--negrefcocog-images", help="folder with the COCO train2014 images it names")
     g = p.add_argument_group("VALSE")
     g.add_argument("--valse-dir", help="folder of VALSE piece files (existence.json, ...)")
+    g.add_argument("--valse-file", dest="valse_files", action="append", default=None,
+                   help="a single VALSE piece file (repeat), e.g. a NegWorld valse_existence.json")
     g.add_argument("--valse-images", help="folder with the images named by 'image_file'")
     g.add_argument("--valse-mturk-min-votes", type=int, default=None,
                    help="keep only items at least this many VALSE annotators validated (0-3)")

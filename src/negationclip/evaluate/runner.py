@@ -40,6 +40,7 @@ class EvalConfig:
     negrefcocog_images: str | None = None
     # VALSE
     valse_dir: str | None = None
+    valse_files: list[str] | None = None  # single piece files (e.g. a NegWorld valse_existence.json)
     valse_images: str | None = None
     valse_mturk_min_votes: int | None = None
     # zero-shot classification
@@ -79,21 +80,34 @@ def _need(cfg: EvalConfig, bench: str, *names: str) -> None:
         raise NegationClipError(f"benchmark {bench!r} needs {opts}")
 
 
+def valse_paths(cfg: EvalConfig) -> dict[str, Path]:
+    """Piece name -> file, from --valse-dir (existence first) and --valse-file."""
+    from .valse import piece_name, valse_pieces
+
+    if not cfg.valse_dir and not cfg.valse_files:
+        raise NegationClipError("VALSE benchmarks need --valse-dir or --valse-file")
+    paths = list(valse_pieces(cfg.valse_dir)) if cfg.valse_dir else []
+    for f in cfg.valse_files or []:
+        if not Path(f).is_file():
+            raise NegationClipError(f"{f}: VALSE piece file not found")
+        paths.append(Path(f))
+    return {piece_name(p): p for p in paths}
+
+
 def expand_benchmarks(names: list[str], cfg: EvalConfig) -> list[str]:
     """Resolve aliases, expand ``valse`` into its pieces (existence first), check inputs."""
-    from .valse import valse_pieces
-
     out: list[str] = []
     for raw in names:
         name = _ALIASES.get(raw, raw)
         if name == "valse":
-            _need(cfg, name, "valse_dir", "valse_images")
-            out += [f"valse-{p.stem}" for p in valse_pieces(cfg.valse_dir)]
+            _need(cfg, name, "valse_images")
+            out += [f"valse-{piece}" for piece in valse_paths(cfg)]
             continue
         if name.startswith("valse-"):
-            _need(cfg, name, "valse_dir", "valse_images")
-            if not (Path(cfg.valse_dir) / f"{name[6:]}.json").is_file():
-                raise NegationClipError(f"{cfg.valse_dir}: no VALSE piece {name[6:]}.json")
+            _need(cfg, name, "valse_images")
+            if name[6:] not in valse_paths(cfg):
+                raise NegationClipError(f"no VALSE piece {name[6:]!r} in --valse-dir/--valse-file "
+                                        f"(have: {', '.join(valse_paths(cfg)) or 'none'})")
         elif name == "negrefcocog":
             _need(cfg, name, "negrefcocog", "negrefcocog_images")
         elif name == "zeroshot":
@@ -124,7 +138,7 @@ def run_benchmark(name: str, bundle, cfg: EvalConfig, *, cache=None, model_name:
                                     limit=cfg.limit, **common)
     if name.startswith("valse-"):
         from .valse import evaluate_valse
-        return evaluate_valse(bundle, Path(cfg.valse_dir) / f"{name[6:]}.json", cfg.valse_images,
+        return evaluate_valse(bundle, valse_paths(cfg)[name[6:]], cfg.valse_images,
                               mturk_min_votes=cfg.valse_mturk_min_votes, limit=cfg.limit, **common)
     if name == "zeroshot":
         from .zeroshot import evaluate_zeroshot

@@ -33,6 +33,12 @@ def valse_pieces(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: (p.stem != "existence", p.stem))
 
 
+def piece_name(path: str | os.PathLike) -> str:
+    """``existence`` for ``existence.json`` and for NegWorld's ``valse_existence.json``."""
+    stem = Path(path).stem
+    return stem[len("valse_"):] if stem.startswith("valse_") and len(stem) > 6 else stem
+
+
 def _caption_votes(item: ValseItem) -> int | None:
     m = item.raw.get("mturk")
     if isinstance(m, str):
@@ -54,7 +60,8 @@ def evaluate_valse(bundle: ClipBundle, piece_path: str | os.PathLike | Sequence[
     """Accuracy (caption > foil, strict) on one VALSE piece; ties counted separately."""
     t0 = time.perf_counter()
     if isinstance(piece_path, (str, os.PathLike)):
-        items, piece = load_valse(piece_path), Path(piece_path).stem
+        piece = piece_name(piece_path)
+        items = load_valse(piece_path, piece=piece)
     else:
         items = list(piece_path)
         piece = items[0].piece if items else "valse"
