@@ -71,3 +71,9 @@ def test_rules_rewriter_never_uses_heldout_phrasings_and_passes_its_checks():
               "Are the people happy?", "Is it raining?"]:
         neg, aff, _ = p2_rewrite("A man riding a bike.", q)
         assert not uses_heldout_cue(neg) and not uses_heldout_cue(aff)
+
+
+def test_p2_affirmed_conjugates_do_support():
+    assert p2_rewrite("A green star.", "Does the star have a dot?")[1] == \
+        "A green star, and the star has a dot."
+    assert p2_rewrite("A man.", "Does the man watch tv?")[1] == "A man, and the man watches tv."

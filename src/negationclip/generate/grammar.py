@@ -298,7 +298,22 @@ def _clause(parsed: dict, negate: bool) -> str:
 
 
 def _simple_past_or_present(aux: str, rest: str) -> str:
-    # "does the man have a hat" -> affirmed "the man does have a hat" (emphatic, still correct)
+    """'does' + 'have a dot' -> 'has a dot'; 'do' + 'play' -> 'play'; else keep the auxiliary
+    ('did play' is emphatic but correct)."""
+    verb, _, tail = rest.partition(" ")
+    v = verb.lower()
+    if aux == "do":
+        return rest
+    if aux == "does" and v.isalpha():
+        if v == "have":
+            third = "has"
+        elif v in {"do", "go"} or v.endswith(("s", "x", "z", "ch", "sh")):
+            third = verb + "es"
+        elif len(v) > 1 and v.endswith("y") and v[-2] not in "aeiou":
+            third = verb[:-1] + "ies"
+        else:
+            third = verb + "s"
+        return f"{third} {tail}".strip()
     return f"{aux} {rest}"
 
 

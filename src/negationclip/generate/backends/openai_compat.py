@@ -25,10 +25,16 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 def image_data_url(image) -> str:
-    """A PIL image as a PNG data URL."""
+    """A PIL image as a data URL: PNG for small images (no artefacts on thin shapes), JPEG
+    (quality 90) for photos, which keeps COCO-sized requests around a tenth of the PNG size."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    if image.width * image.height <= 256 * 256:
+        image.save(buf, format="PNG")
+        mime = "image/png"
+    else:
+        image.convert("RGB").save(buf, format="JPEG", quality=90)
+        mime = "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class OpenAIChat(ChatBackend):
