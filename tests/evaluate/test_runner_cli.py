@@ -38,6 +38,12 @@ def test_expand_and_specs(setup):
         expand_benchmarks(["negrefcocog"], cfg)
     with pytest.raises(NegationClipError, match="unknown benchmark 'nope'"):
         expand_benchmarks(["nope"], cfg)
+    world_piece = setup / "valse_existence.json"
+    world_piece.write_text((setup / "valse" / "existence.json").read_text())
+    cfg2 = EvalConfig(valse_files=[str(world_piece)], valse_images="x")
+    assert expand_benchmarks(["valse", "valse-existence"], cfg2) == ["valse-existence"]
+    with pytest.raises(NegationClipError, match="no VALSE piece 'plurals'"):
+        expand_benchmarks(["valse-plurals"], cfg2)
     assert parse_model_spec("clip=openai/clip-vit-base-patch32") == ("clip", "openai/clip-vit-base-patch32")
     assert parse_model_spec("openai/clip-vit-base-patch32") == ("openai/clip-vit-base-patch32",) * 2
 
@@ -85,6 +91,15 @@ def test_missing_images_fail_one_benchmark_not_the_run(setup, tmp_path, capsys):
     assert len((out / "missing" / "negrefcocog.txt").read_text().splitlines()) == 4
     assert main(["eval", "--model", "x", "--out", str(out)]) == 2
     assert "at least one --benchmark" in capsys.readouterr().err
+
+
+def test_eval_help_teaches_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    for opt in ("--model", "--benchmark", "--max-missing", "--valse-file", "--zeroshot-templates",
+                "--karpathy", "--negbench-instances", "--negation-pairs", "examples:"):
+        assert opt in text
 
 
 def test_build_negrefcocog_cli(tmp_path):
