@@ -146,6 +146,13 @@ def test_generate_end_to_end_deterministic_and_resumable(sd_folder, text_encoder
     assert len(again) == 4 and (tmp_path / "orig" / recs[2]["file"]).is_file()
     assert Image.open(tmp_path / "orig" / recs[2]["file"]).tobytes() == imgs[2].tobytes()
     assert len(read_jsonl(tmp_path / "orig" / D.MANIFEST)) == 5  # 4 + the regenerated one
+    # an edited prompt (same id) is regenerated; the others are kept
+    edited = [prompts[0], D.Prompt("b", "a kitchen with no chairs", "kitchen", "chair")]
+    D.generate(pipe, edited, tmp_path / "orig", cfg)
+    recs_e = read_jsonl(tmp_path / "orig" / D.MANIFEST)
+    assert len(recs_e) == 7 and [r["prompt"] for r in recs_e[-2:]] == ["a kitchen with no chairs"] * 2
+    assert set(D.finished_images(tmp_path / "orig", edited)) == {("a", 0), ("a", 1), ("b", 0), ("b", 1)}
+    assert set(D.finished_images(tmp_path / "orig", prompts)) == {("a", 0), ("a", 1)}
 
     D.swap_text_encoder(pipe, D.load_text_encoder(text_encoder_folder))
     recs2 = D.generate(pipe, prompts, tmp_path / "neg",

@@ -99,7 +99,8 @@ def test_segment_and_overlay(clip_and_clipseg, tmp_path):
     _, _, clipseg_dir = clip_and_clipseg
     model, proc = S.load_clipseg(clipseg_dir)
     img = Image.new("RGB", (50, 30), (0, 0, 0))
-    probs = S.segment_probs(model, proc, [img, img], ["a cat", "a cat with no tail"])
+    long = " ".join(["a cat with no tail"] * 40)  # over 77 tokens: truncated, not an error
+    probs = S.segment_probs(model, proc, [img, img, img], ["a cat", "a cat with no tail", long])[:2]
     assert [tuple(p.shape) for p in probs] == [(30, 50), (30, 50)]
     assert all(((p >= 0) & (p <= 1)).all() for p in probs)
     mask = S.segment(model, proc, img, "a cat")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..utils import NegationClipError, atomic_dir, atomic_write_json, read_jsonl
+from ..utils import NegationClipError, atomic_dir, atomic_write_json
 
 Log = Callable[[str], None]
 
@@ -61,8 +61,9 @@ class T2IConfig:
 
 
 def _complete(run_dir: Path, prompts, seeds) -> bool:
-    have = {(r["id"], int(r["seed"])) for r in read_jsonl(run_dir / "manifest.jsonl")
-            if (run_dir / r.get("file", "")).is_file()}
+    from .diffusion import finished_images
+
+    have = finished_images(run_dir, prompts)
     return all((p.id, int(s)) in have for p in prompts for s in seeds)
 
 

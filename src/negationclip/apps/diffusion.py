@@ -406,6 +406,22 @@ def _image_name(p: Prompt, seed: int) -> str:
     return f"images/{safe}_s{seed}.png"
 
 
+def finished_images(out_dir: str | os.PathLike, prompts: Sequence[Prompt], *,
+                    repair: bool = False) -> dict[tuple[str, int], dict]:
+    """Manifest records whose PNG exists and whose prompt text is still the prompt of that id
+    (an edited prompt file regenerates the edited prompts; the latest record wins)."""
+    out = Path(out_dir)
+    text = {p.id: p.prompt for p in prompts}
+    done = {}
+    for r in read_jsonl(out / MANIFEST, repair=repair):
+        key = (r["id"], int(r["seed"]))
+        if text.get(r["id"]) == r.get("prompt") and (out / r.get("file", "")).is_file():
+            done[key] = r
+        else:
+            done.pop(key, None)
+    return done
+
+
 def generate(pipe, prompts: Sequence[Prompt], out_dir: str | os.PathLike,
              config: GenerationConfig | None = None, *, label: str = "") -> list[dict]:
     """Generate one image per (prompt, seed) into ``out_dir``; resumable.
@@ -422,8 +438,7 @@ def generate(pipe, prompts: Sequence[Prompt], out_dir: str | os.PathLike,
         raise NegationClipError("generation needs steps >= 1, batch size >= 1 and at least one seed")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    done = {(r["id"], r["seed"]): r for r in read_jsonl(out / MANIFEST, repair=True)
-            if (out / r.get("file", "")).is_file()}
+    done = finished_images(out, prompts, repair=True)
     todo = [(p, int(s)) for p in prompts for s in cfg.seeds if (p.id, int(s)) not in done]
     gen_device = "cpu" if pipe.device.type == "mps" else pipe.device
     kw: dict[str, Any] = {"num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance_scale}

@@ -243,7 +243,13 @@ def score_run(run_dir: str | os.PathLike, judge: PresenceJudge, *, out: str | os
             skipped["blanked by the safety checker"] = skipped.get("blanked by the safety checker", 0) + 1
         else:
             todo.append(r)
-    done = {(j["id"], j["seed"]): j for j in read_jsonl(jpath, repair=True)}
+    done = {}
+    for j in read_jsonl(jpath, repair=True):  # latest judgement per image wins
+        done[(j["id"], j["seed"])] = j
+    current = {(r["id"], int(r["seed"])): r for r in todo}
+    done = {k: j for k, j in done.items()  # an image regenerated for an edited prompt: rejudge
+            if k in current and j.get("prompt") == current[k]["prompt"]
+            and j.get("absent") == current[k]["absent"] and j.get("present") == current[k].get("present")}
     pending = [r for r in todo if (r["id"], int(r["seed"])) not in done]
     with JsonlWriter(jpath) as w, progress(total=len(pending), desc=f"judge {judge.name}",
                                             unit="img") as bar:

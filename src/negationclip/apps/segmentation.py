@@ -182,7 +182,9 @@ def segment_probs(model, processor, images: Sequence[Image.Image], texts: Sequen
     if not images:
         return []
     images = [im.convert("RGB") for im in images]
-    inputs = processor(text=list(texts), images=images, padding=True, return_tensors="pt")
+    ctx = int(model.config.text_config.max_position_embeddings)
+    inputs = processor(text=list(texts), images=images, padding=True, truncation=True,
+                       max_length=ctx, return_tensors="pt")
     dev = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     inputs = {k: (v.to(dev, dtype) if v.is_floating_point() else v.to(dev)) for k, v in inputs.items()}
