@@ -341,10 +341,7 @@ class Runner:
 
 def _sync(*writers: JsonlWriter) -> None:
     for w in writers:
-        f = getattr(w, "_f", None)
-        if f is not None and not f.closed:
-            f.flush()
-            os.fsync(f.fileno())
+        w.sync()
 
 
 def close_roles(*roles) -> None:

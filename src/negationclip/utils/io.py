@@ -147,6 +147,12 @@ class JsonlWriter:
         if self._fsync:
             os.fsync(self._f.fileno())
 
+    def sync(self) -> None:
+        """Flush and fsync now (for writers opened with ``fsync=False`` that sync per chunk)."""
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
     def write_many(self, records) -> None:
         for r in records:
             self.write(r)
