@@ -106,3 +106,28 @@ def test_shipped_prompt_set():
     for p in prompts:
         assert p.present and p.absent
         assert any(w in p.prompt.split() for w in ("no", "not", "without")), p.prompt
+
+
+def test_vqa_judge_through_the_openai_backend(tmp_path):
+    """The VQA judge on the generation stage's openai backend, against a loopback server:
+    the question carries the image, answers are parsed, garbage is undecided (not 'absent')."""
+    from negationclip.generate.fakeserver import FakeOpenAIServer
+
+    def script(n, body):
+        content = body["messages"][-1]["content"]
+        text = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        assert any(p.get("type") == "image_url" for p in content)  # the image went along
+        if "cars" in text:
+            return ("text", "Yes, there are cars.")
+        if "a street" in text:
+            return ("text", "no")
+        return ("text", "purple monkey dishwasher")
+
+    run = make_run(tmp_path)
+    with FakeOpenAIServer(script=script) as srv:
+        judge = N.VqaJudge.from_backend("openai", "tiny-vlm", url=srv.url, timeout=5.0,
+                                        api_key_env="NEGCLIP_TEST_KEY")
+        assert judge.presence([Image.new("RGB", (8, 8))] * 2, ["cars", "a dog"], [None, None]) == [1.0, None]
+        s = N.score_run(run, judge).to_json()
+    assert s["counts"]["y_absent"] == 0 and s["counts"]["y_decided"] == 3
+    assert s["counts"]["x_present"] == 0 and s["counts"]["x_decided"] == 3
