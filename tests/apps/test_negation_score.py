@@ -131,3 +131,15 @@ def test_vqa_judge_through_the_openai_backend(tmp_path):
         s = N.score_run(run, judge).to_json()
     assert s["counts"]["y_absent"] == 0 and s["counts"]["y_decided"] == 3
     assert s["counts"]["x_present"] == 0 and s["counts"]["x_decided"] == 3
+
+
+def test_clip_judge_encodes_each_image_once(tmp_path):
+    seen = []
+
+    def counting(images, texts):
+        seen.append(len(images))
+        return stub_scorer(images, texts)
+
+    run = make_run(tmp_path)
+    s = N.score_run(run, N.ClipJudge(counting)).to_json()
+    assert seen == [3] and s["counts"]["y_decided"] == 3  # 3 images, 6 questions, one encoding

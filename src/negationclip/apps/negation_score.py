@@ -86,12 +86,20 @@ class ClipJudge:
         pairs = [self.texts_for(t, c) for t, c in zip(things, contexts)]
         texts = sorted({x for p in pairs for x in p})
         col = {t: j for j, t in enumerate(texts)}
-        sims = self.scorer(images, texts)
-        if tuple(sims.shape) != (len(images), len(texts)):
+        # the same image object asked several questions is encoded once
+        row: dict[int, int] = {}
+        uniq = []
+        for im in images:
+            if id(im) not in row:
+                row[id(im)] = len(uniq)
+                uniq.append(im)
+        sims = self.scorer(uniq, texts)
+        if tuple(sims.shape) != (len(uniq), len(texts)):
             raise NegationClipError(f"CLIP judge: scorer returned shape {tuple(sims.shape)}, "
-                                    f"expected {(len(images), len(texts))}")
+                                    f"expected {(len(uniq), len(texts))}")
         out = []
-        for i, (w, wo) in enumerate(pairs):
+        for im, (w, wo) in zip(images, pairs):
+            i = row[id(im)]
             logits = self.logit_scale * torch.stack([sims[i, col[w]], sims[i, col[wo]]])
             out.append(float(torch.softmax(logits.float(), 0)[0]))
         return out
@@ -262,11 +270,15 @@ def score_run(run_dir: str | os.PathLike, judge: PresenceJudge, *, out: str | os
                 except NegationClipError:
                     skipped["unreadable image"] = skipped.get("unreadable image", 0) + 1
             if chunk:
-                ctx = [r.get("present") for r in chunk]
-                p_y = judge.presence(images, [r["absent"] for r in chunk], ctx)
+                # one call: "is Y there (in X)?" for every image, then "is X there?" where known
                 xs = [(k, r) for k, r in enumerate(chunk) if r.get("present")]
-                p_x_sub = judge.presence([images[k] for k, _ in xs], [r["present"] for _, r in xs],
-                                         [None] * len(xs)) if xs else []
+                probs = judge.presence(images + [images[k] for k, _ in xs],
+                                       [r["absent"] for r in chunk] + [r["present"] for _, r in xs],
+                                       [r.get("present") for r in chunk] + [None] * len(xs))
+                if len(probs) != len(chunk) + len(xs):
+                    raise NegationClipError(f"judge {judge.name}: {len(probs)} answers for "
+                                            f"{len(chunk) + len(xs)} questions")
+                p_y, p_x_sub = list(probs[:len(chunk)]), list(probs[len(chunk):])
                 p_x: list[float | None] = [None] * len(chunk)
                 for (k, _), v in zip(xs, p_x_sub):
                     p_x[k] = v
