@@ -137,3 +137,14 @@ def test_exported_text_encoder_folder_into_clipseg(clip_and_clipseg, tmp_path):
     export_text_encoder(bundle, tmp_path / "te-plain")
     with pytest.raises(NegationClipError, match=r"te-plain: the text encoder lacks .*text_projection"):
         S.load_negation_clipseg(clipseg_dir, tmp_path / "te-plain")
+
+
+def test_batched_equals_one_at_a_time(clip_and_clipseg):
+    """Padding in a batch of expressions of different lengths changes nothing."""
+    _, _, clipseg_dir = clip_and_clipseg
+    model, proc = S.load_clipseg(clipseg_dir)
+    imgs = [Image.new("RGB", (30, 20), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    texts = ["a dog", "the dog on the left that is not wearing a red collar", "no cat"]
+    batched = S.segment_probs(model, proc, imgs, texts)
+    for im, t, b in zip(imgs, texts, batched):
+        torch.testing.assert_close(S.segment_probs(model, proc, [im], [t])[0], b, atol=1e-5, rtol=1e-4)
