@@ -9,7 +9,7 @@ from PIL import Image
 from negationclip.apps import diffusion as D
 from negationclip.utils import NegationClipError, read_jsonl
 
-from .conftest import build_sd_pipeline, hf_tokenizer, tiny_clip_model, tiny_text_model
+from .conftest import hf_tokenizer, tiny_clip_model, tiny_text_model
 
 
 def _embeds(pipe, prompt="a street with no cars"):
@@ -85,14 +85,12 @@ def test_deeper_encoder_is_truncated_like_sd2(sd_folder):
         D.swap_text_encoder(pipe, D.TextEncoder(shallow, hf_tokenizer(), {"source": "y"}))
 
 
-def test_other_vocabulary_replaces_tokenizer(sd_folder):
+def test_other_vocabulary_replaces_tokenizer(sd_folder, tmp_path):
     from transformers import CLIPTokenizer
 
     pipe = D.load_pipeline(sd_folder)
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "cat</w>": 3}
-    import tempfile, pathlib
-
-    d = pathlib.Path(tempfile.mkdtemp())
+    d = tmp_path
     (d / "v.json").write_text(json.dumps(vocab))
     (d / "m.txt").write_text("#version: 0.2\n")
     tok = CLIPTokenizer(str(d / "v.json"), str(d / "m.txt"))

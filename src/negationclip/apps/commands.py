@@ -3,7 +3,6 @@ only parses arguments into these configs)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
