@@ -203,6 +203,13 @@ def run_eval(models: list[str], benchmarks: list[str], cfg: EvalConfig, *,
     results = None if cfg.overwrite else _load_previous(out / "results.json")
     if results is None:
         results = new_results(config)
+    else:
+        changed = sorted(k for k in set(config) | set(results.get("config", {}))
+                         if k not in ("overwrite", "charts", "out_dir")
+                         and config.get(k) != results.get("config", {}).get(k))
+        if changed:
+            log(f"warning: resuming {out / 'results.json'} made with different settings "
+                f"({', '.join(changed)}); earlier results are kept (use --overwrite to redo them)")
     results["config"] = config
     results["software"] = software_versions()
     cache = ImageEmbeddingCache(False if cfg.cache_dir == "none" else cfg.cache_dir)
