@@ -32,15 +32,18 @@ def setup(tmp_path_factory):
 
 
 def test_expand_and_specs(setup):
-    cfg = EvalConfig(valse_dir=str(setup / "valse"), valse_images="x")
+    cfg = EvalConfig(valse_dir=str(setup / "valse"), valse_images=str(setup))
     assert expand_benchmarks(["valse"], cfg) == ["valse-existence", "valse-plurals"]
     with pytest.raises(NegationClipError, match="--negrefcocog, --negrefcocog-images"):
         expand_benchmarks(["negrefcocog"], cfg)
+    with pytest.raises(NegationClipError, match=r"--negrefcocog .*nope\.json: not found"):
+        expand_benchmarks(["negrefcocog"], EvalConfig(negrefcocog=str(setup / "nope.json"),
+                                                      negrefcocog_images=str(setup)))
     with pytest.raises(NegationClipError, match="unknown benchmark 'nope'"):
         expand_benchmarks(["nope"], cfg)
     world_piece = setup / "valse_existence.json"
     world_piece.write_text((setup / "valse" / "existence.json").read_text())
-    cfg2 = EvalConfig(valse_files=[str(world_piece)], valse_images="x")
+    cfg2 = EvalConfig(valse_files=[str(world_piece)], valse_images=str(setup))
     assert expand_benchmarks(["valse", "valse-existence"], cfg2) == ["valse-existence"]
     with pytest.raises(NegationClipError, match="no VALSE piece 'plurals'"):
         expand_benchmarks(["valse-plurals"], cfg2)

@@ -74,10 +74,19 @@ _ALIASES = {"imagenet": "zeroshot", "retrieval": "coco-retrieval", "negref": "ne
 
 
 def _need(cfg: EvalConfig, bench: str, *names: str) -> None:
+    """The options are given and the paths they name exist (checked before any model loads)."""
     missing = [n for n in names if getattr(cfg, n) in (None, "")]
     if missing:
         opts = ", ".join("--" + n.replace("_", "-") for n in missing)
         raise NegationClipError(f"benchmark {bench!r} needs {opts}")
+    _exists(cfg, *names)
+
+
+def _exists(cfg: EvalConfig, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if v not in (None, "") and not Path(v).exists():
+            raise NegationClipError(f"--{n.replace('_', '-')} {v}: not found")
 
 
 def valse_paths(cfg: EvalConfig) -> dict[str, Path]:
@@ -113,14 +122,17 @@ def expand_benchmarks(names: list[str], cfg: EvalConfig) -> list[str]:
         elif name == "zeroshot":
             if not (cfg.zeroshot_root or cfg.zeroshot_list):
                 raise NegationClipError("benchmark 'zeroshot' needs --zeroshot-root or --zeroshot-list")
+            _exists(cfg, "zeroshot_root", "zeroshot_list", "zeroshot_images")
         elif name == "coco-retrieval":
             if not (cfg.karpathy or cfg.coco_captions):
                 raise NegationClipError("benchmark 'coco-retrieval' needs --karpathy or --coco-captions")
             _need(cfg, name, "retrieval_images")
+            _exists(cfg, "karpathy", "coco_captions", "coco_image_list")
         elif name == "negbench":
             _need(cfg, name, "negbench_instances", "negbench_images")
         elif name == "negation-pairs":
             _need(cfg, name, "negation_pairs")
+            _exists(cfg, "negation_pairs_root")
         else:
             raise NegationClipError(f"unknown benchmark {raw!r}; choose from {', '.join(BENCHMARK_NAMES)}")
         out.append(name)
