@@ -176,3 +176,11 @@ def test_cli_error_exit_code_and_no_partial_output(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and str(bad) in r.stderr
     assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+def test_uncached_hub_id_fails_fast_without_network(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    # the message comes from the one-connect probe, not from huggingface_hub's retry loop
+    with pytest.raises(NegationClipError, match="unreachable"):
+        load_clip("someone/clip-that-is-not-cached")

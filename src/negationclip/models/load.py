@@ -79,9 +79,30 @@ def _bundle_from_openai_sd(sd: dict, source: str, fmt: str, dtype: torch.dtype,
                       {"source": source, "format": fmt, "activation": hidden_act})
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connect to the hub: without it, huggingface_hub retries for tens of seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _load_hf(source: str, dtype: torch.dtype, local_only: bool) -> ClipBundle:
     from transformers import CLIPModel
 
+    if not local_only and not Path(source).is_dir():
+        try:  # the local cache first, then the hub only if it answers
+            return _load_hf(source, dtype, local_only=True)
+        except NegationClipError:
+            if not _hub_reachable():
+                raise NegationClipError(
+                    f"{source}: not a local file or folder, not in the Hugging Face cache, and the "
+                    "hub is unreachable (offline?); pass a local folder or checkpoint") from None
     try:
         model = CLIPModel.from_pretrained(source, dtype=dtype, local_files_only=local_only)
     except (OSError, ValueError) as e:
