@@ -11,7 +11,7 @@ them one after the other and prints ms/step, the ratio and peak RSS. The referen
 on pixels already decoded and transformed (conservative: the released DataLoader would also
 decode the JPEGs every epoch); that decode cost is measured and printed separately.
 
-    python benchmarks/train_speed.py --batch 32 --steps 3 --threads 2
+    python benchmarks/train_speed.py --batch 32 --steps 4 --threads 1
         # -> benchmarks/results/train_speed.json
 
 Target: ratio >= 5x on CPU.
@@ -162,7 +162,9 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32, help="captions per step")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per variant (after 1 warm-up)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1 on a shared machine: threads contending with other "
+                         "jobs measure noise, not the method)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "train_speed.json"),
                     help="where to write the JSON result")
