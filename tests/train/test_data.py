@@ -46,6 +46,11 @@ def test_bad_records_name_file_and_line(tmp_path):
                  + json.dumps({"negated": "no image field"}) + "\n")
     with pytest.raises(NegationClipError, match=r"bad.jsonl:2: record has no 'image'"):
         read_records(p)
+    p.write_text(json.dumps({"image_file": "a.png", "negated": "x with no y"}) + "\n"
+                 + json.dumps({"image_file": None, "negated": "P2 record without a file"}) + "\n")
+    rep = read_records(p)
+    assert [r.image for r in rep.records] == ["a.png"]
+    assert rep.skipped["without an image file name"] == 1
     q = tmp_path / "coco.json"
     q.write_text(json.dumps({"images": [], "annotations": [{"image_id": 3, "caption": "c"}]}))
     with pytest.raises(NegationClipError, match=r"annotations\[0\].*image_id 3"):

@@ -1,8 +1,8 @@
 """Training captions: read the three input layouts, build the caption mix, split, tokenize, batch.
 
 Layouts read (all give the same ``CaptionRecord``):
-- the generation stage's JSONL (``id``, ``caption_id``, ``image_id``, ``image``, ``original``,
-  ``negated``, ``object``, ``pipeline``, optional ``affirmed``);
+- the generation stage's JSONL (``id``, ``caption_id``, ``image_id``, ``image_file`` (or
+  ``image``), ``original``, ``negated``, ``object``, ``pipeline``, optional ``affirmed``);
 - the released ``negationclip_captions_train2014.json`` (COCO captions whose annotations carry
   ``updated_caption``, the negated caption);
 - plain COCO captions (``caption`` only: fine-tune on originals with ``mix="original"``).
@@ -73,9 +73,13 @@ def _from_generation(path: Path, rows: Iterable[tuple[int, dict]], report: ReadR
         where = f"{path}:{line}"
         if not isinstance(r, dict):
             raise NegationClipError(f"{where}: expected a JSON object, got {type(r).__name__}")
-        image = r.get("image", r.get("file_name"))
+        image = r.get("image") or r.get("image_file") or r.get("file_name")
         if not isinstance(image, str) or not image:
-            raise NegationClipError(f"{where}: record has no 'image' (file name of its image)")
+            if not any(k in r for k in ("image", "image_file", "file_name")):
+                raise NegationClipError(
+                    f"{where}: record has no 'image' or 'image_file' (file name of its image)")
+            report.skipped["without an image file name"] += 1
+            continue
         negated, original = _text(r.get("negated")), _text(r.get("original"))
         if negated is None and original is None:
             report.skipped["without caption text"] += 1
