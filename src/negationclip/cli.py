@@ -339,6 +339,9 @@ def _add_train(sub) -> None:
                    help="caption file (repeat for several): generation JSONL (original, negated, "
                         "affirmed, ...), the released negationclip_captions_train2014.json layout "
                         "(COCO + updated_caption), or plain COCO captions (with --mix original)")
+    g.add_argument("--val-data", action="append", default=None, metavar="FILE",
+                   help="validation caption file(s) (same layouts), instead of the random "
+                        "--val-fraction split of --data")
     g.add_argument("--images", default=None, metavar="DIR",
                    help="folder the records' image file names are relative to (absolute names "
                         "are used as they are)")
@@ -425,7 +428,7 @@ def _cmd_train(args) -> int:
         log_every_steps=args.log_every, save_openai=args.save_openai,
         image_batch_size=args.image_batch_size, cache_dir=args.cache_dir)
     res = finetune(args.model, args.data, cfg, args.out, image_root=args.images,
-                   resume=args.resume)
+                   resume=args.resume, val_records=args.val_data)
     if res.out_dir is not None:
         print(json.dumps(res.summary(), indent=2))
     return 0

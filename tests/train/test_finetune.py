@@ -117,3 +117,11 @@ def test_config_is_checked():
     with pytest.raises(NegationClipError, match="batch_size"):
         TrainConfig(batch_size=1).validate()
     assert TrainConfig.from_dict(TrainConfig(lr=3e-6).to_dict()) == TrainConfig(lr=3e-6)
+
+
+def test_explicit_validation_records(dataset, tiny, tmp_path):
+    root, recs = dataset
+    res = finetune(tiny, recs[:9], _cfg(tmp_path, epochs=1), tmp_path / "run",
+                   image_root=root / "images", val_records=recs[9:], verbose=False)
+    assert (res.n_train, res.n_val) == (9, 3)
+    assert res.best_dir is not None and (res.best_dir / "config.json").exists()

@@ -123,7 +123,7 @@ def _records(records, image_root) -> tuple[list[CaptionRecord], Counter]:
 
 
 def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
-             say: Callable[[str], None], cache) -> _Data:
+             say: Callable[[str], None], cache, val_records=None) -> _Data:
     from ..models import ImageEmbeddingCache, open_image
 
     recs, skipped = _records(records, image_root)
@@ -136,6 +136,13 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
         raise NegationClipError(
             f"empty training set: {len(recs)} records gave no {cfg.mix} captions"
             + (f" ({', '.join(f'{v} {k}' for k, v in skipped.items())} skipped)" if skipped else ""))
+    n_train_rows = len(examples)
+    if val_records is not None:  # an explicit validation set instead of a random split
+        vrecs, _ = _records(val_records, image_root)
+        vex, _ = build_examples(vrecs, image_root=image_root, mix=cfg.mix,
+                                original_ratio=cfg.original_ratio, hard_negatives="none",
+                                seed=cfg.seed)
+        examples = examples + vex
     keys = list(dict.fromkeys([e.image for e in examples] +
                               [e.hard_image for e in examples if e.hard_image]))
     if cache is None:
@@ -154,16 +161,16 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
         D.barrier(info)
     failed = res.failed
     ok_keys = {k for k, good in zip(keys, res.ok.tolist()) if good}
-    kept = []
+    kept, kept_val = [], []
     n_bad_rows = n_bad_hard = 0
-    for e in examples:
+    for j, e in enumerate(examples):
         if e.image not in ok_keys:
             n_bad_rows += 1
             continue
         if e.hard_image and e.hard_image not in ok_keys:
             e = Example(e.image, e.text, e.kind, e.hard_texts, None, e.where)
             n_bad_hard += 1
-        kept.append(e)
+        (kept if j < n_train_rows else kept_val).append(e)
     if failed:
         skipped["captions whose image is missing or unreadable"] += n_bad_rows
         first = next(iter(failed.items()))
@@ -175,10 +182,14 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
         raise NegationClipError(
             f"empty training set: all {len(examples)} captions point to images that are missing or "
             f"unreadable (e.g. {next(iter(failed.values()), '?')}); check the image root")
-    train, val = split_examples(kept, cfg.val_fraction, by=cfg.split_by, seed=cfg.seed)
+    if val_records is not None:
+        train, val = kept, kept_val
+    else:
+        train, val = split_examples(kept, cfg.val_fraction, by=cfg.split_by, seed=cfg.seed)
     if len(train) < 2:
         raise NegationClipError(f"training set too small: {len(train)} caption(s) after the "
                                 f"validation split of {len(kept)}; add data or lower val_fraction")
+    kept = train + val
     used = sorted({e.image for e in kept} | {e.hard_image for e in kept if e.hard_image})
     image_index = {k: i for i, k in enumerate(used)}
     pos = {k: i for i, k in enumerate(keys)}
@@ -279,13 +290,15 @@ def _text_features(model, ids, mask):
 
 def finetune(model, records, config: TrainConfig | None = None, out_dir: str | Path = "runs/negationclip",
              *, image_root: str | Path | None = None, resume: bool = False, inplace: bool = False,
-             cache=None, on_step: Callable[[int], None] | None = None,
+             val_records=None, cache=None, on_step: Callable[[int], None] | None = None,
              verbose: bool = True) -> FinetuneResult:
     """Fine-tune a CLIP text encoder on negation-inclusive captions; returns where the best model is.
 
     ``model``: a ``ClipBundle`` (copied unless ``inplace``) or anything ``load_clip`` reads.
     ``records``: caption file path(s) (generation JSONL, released/COCO captions JSON) or a list
     of ``CaptionRecord``/dicts in the generation layout. Images are ``image_root / record.image``.
+    ``val_records``: an explicit validation set (same forms; e.g. a val split's captions)
+    instead of the random ``val_fraction`` split.
     ``resume``: continue the run in ``out_dir`` from its last saved state (same weights as an
     uninterrupted run). ``on_step(step)`` is called after each optimizer step (tests use it to
     interrupt a run).
@@ -306,7 +319,7 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
         summary = configure_trainable(bundle.model, train_logit_scale=cfg.train_logit_scale,
                                       freeze_final_layer_norm=cfg.freeze_final_layer_norm)
         say(summary.describe())
-        data = _prepare(bundle, records, image_root, cfg, info, say, cache)
+        data = _prepare(bundle, records, image_root, cfg, info, say, cache, val_records)
         say(f"{len(data.train)} training and {len(data.val)} validation captions, "
             f"{len(data.image_index)} images (embedded once)")
         return _run(bundle, data, cfg, info, device, out, resume, on_step, say, t0)
