@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -167,12 +167,14 @@ def _step_batch(cfg: PretrainConfig, step: int, n_images: int, captions: list[li
 def pretrain(captions_path: str | os.PathLike, images_dir: str | os.PathLike,
              out_dir: str | os.PathLike, cfg: PretrainConfig | None = None, *,
              save_dtype: str = "float16", show_progress: bool = True,
-             command: str | None = None, extra_record: dict | None = None) -> PretrainResult:
+             command: str | None = None, extra_record: dict | None = None,
+             on_step: Callable[[int], None] | None = None) -> PretrainResult:
     """Train a CLIP from scratch on (image, caption) pairs; write a Hugging Face folder.
 
     ``out_dir`` receives the model (``model.safetensors``, config, tokenizer, preprocessor
     config) in ``save_dtype`` and ``PRETRAIN.json`` (config, data, loss curve, timing). A
-    resume state is kept in ``out_dir/pretrain_state.pt`` while the job runs.
+    resume state is kept in ``out_dir/pretrain_state.pt`` while the job runs. ``on_step(step)``
+    runs after each optimizer step (tests interrupt a run with it).
     """
     from ..models import bundle_from_config, image_features, save, text_features
     from ..models.load import parse_dtype
@@ -234,6 +236,8 @@ def pretrain(captions_path: str | os.PathLike, images_dir: str | os.PathLike,
         bar.set_postfix(loss=f"{loss_v:.3f}", scale=f"{scale.item():.1f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             write_state(step + 1)
+        if on_step is not None:
+            on_step(step + 1)
     bar.close()
     seconds = time.time() - t0
     model.eval()

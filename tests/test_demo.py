@@ -1,0 +1,110 @@
+"""The from-scratch pretraining (`world pretrain`) and the demo (`demo --quick`)."""
+
+import json
+
+import pytest
+import torch
+
+from negationclip.cli import main
+from negationclip.demo import BASE_MODEL_DIR, METRICS
+from negationclip.utils import NegationClipError
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from negationclip.data.negworld import WorldConfig, build_world
+
+    out = tmp_path_factory.mktemp("w") / "world"
+    build_world(out, WorldConfig(images=60, seed=3), show_progress=False)
+    return out
+
+
+def _tiny(**kw):
+    from negationclip.train.pretrain import PretrainConfig
+
+    return PretrainConfig(**{**dict(width=64, layers=1, embed_dim=32, image_size=32, patch_size=16,
+                                    steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2), **kw})
+
+
+def test_pretrain_writes_a_loadable_model_with_its_record(world, tmp_path):
+    from negationclip.models import load_clip
+    from negationclip.train.pretrain import pretrain, read_record
+
+    res = pretrain(world / "captions_train.json", world / "images", tmp_path / "m", _tiny(),
+                   show_progress=False)
+    assert res.steps == 4 and res.images == 45 and res.captions == 225
+    b = load_clip(tmp_path / "m")
+    assert b.model.config.vision_config.image_size == 32
+    rec = read_record(tmp_path / "m")
+    assert rec["config"]["steps"] == 4 and rec["save_dtype"] == "float16"
+    assert len(rec["loss_curve"]) >= 2 and all(torch.isfinite(torch.tensor(v)) for _, v in rec["loss_curve"])
+    assert not (tmp_path / "m" / "pretrain_state.pt").exists()
+
+
+def test_pretrain_killed_resumes_to_the_same_weights(world, tmp_path):
+    from safetensors.torch import load_file
+
+    from negationclip.train.pretrain import pretrain
+
+    pretrain(world / "captions_train.json", world / "images", tmp_path / "a", _tiny(),
+             save_dtype="float32", show_progress=False)
+
+    def kill(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(world / "captions_train.json", world / "images", tmp_path / "b", _tiny(),
+                 save_dtype="float32", show_progress=False, on_step=kill)
+    assert (tmp_path / "b" / "pretrain_state.pt").exists()
+    res = pretrain(world / "captions_train.json", world / "images", tmp_path / "b", _tiny(),
+                   save_dtype="float32", show_progress=False)
+    assert res.resumed_from == 2
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # another configuration must not silently continue that state
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(world / "captions_train.json", world / "images", tmp_path / "c", _tiny(),
+                 show_progress=False, on_step=kill)
+    with pytest.raises(NegationClipError, match="different configuration"):
+        pretrain(world / "captions_train.json", world / "images", tmp_path / "c", _tiny(lr=1e-4),
+                 show_progress=False)
+
+
+def test_pretrain_cli_bad_input_is_one_clear_line(tmp_path, capsys):
+    rc = main(["world", "pretrain", "--out", str(tmp_path / "m")])
+    assert rc == 2 and capsys.readouterr().err.startswith("error: world pretrain: give either")
+    rc = main(["world", "pretrain", "--world", str(tmp_path), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "manifest.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_help_teaches_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    for opt in ("--out", "--quick", "--ablation", "--seed", "--base", "--steps", "examples:"):
+        assert opt in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not (BASE_MODEL_DIR / "config.json").exists(), reason="no shipped base model")
+def test_demo_quick_reports_before_and_after(tmp_path):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d")]) == 0
+    rep = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert set(rep) >= {"before", "after", "wall_seconds", "config"}
+    for side in ("before", "after"):
+        assert set(rep[side]) == set(METRICS)
+        assert all(0.0 <= rep[side][k] <= 1.0 for k in METRICS)
+    assert rep["config"]["quick"] is True and rep["wall_seconds"] > 0
+    # the fine-tuned model is a different model: its text weights moved, and its scores differ
+    assert rep["details"]["finetune"]["text_weight_change"] > 0
+    assert rep["before"] != rep["after"]
+    assert rep["details"]["generation"]["P1"]["records"] > 0
+    assert rep["details"]["generation"]["P2"]["records"] > 0
+    md = (tmp_path / "d" / "report.md").read_text()
+    assert "What the base model got wrong" in md and "| metric | base | fine-tuned |" in md
+    assert md.count("```json") == 3
+    for png in ("metrics.png", "pairs.png"):
+        assert (tmp_path / "d" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
