@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from ..utils import NegationClipError
-from ..utils.io import atomic_write_bytes, atomic_write_json, load_json
+from ..utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_json
 from ..utils.progress import progress
 from .loss import contrastive_loss
 
@@ -47,7 +47,7 @@ class PretrainConfig:
     batch_size: int = 256        # images per step, one random caption each
     lr: float = 1e-3
     warmup_steps: int = 40       # linear warm-up, then cosine decay to 0
-    weight_decay: float = 0.1
+    weight_decay: float = 0.1         # on weight matrices only (not gains, biases, embeddings)
     max_grad_norm: float | None = 1.0  # clip the global gradient norm (None: no clipping)
     max_logit_scale: float = 100.0
     seed: int = 0
@@ -189,7 +189,11 @@ def pretrain(captions_path: str | os.PathLike, images_dir: str | os.PathLike,
     pixels, captions, skipped = load_pairs(captions_path, images_dir, bundle.transform,
                                            show_progress=show_progress)
     n = pixels.shape[0]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # no weight decay on gains, biases, the logit scale and the embedding tables
+    decay = [p for n_, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n_]
+    keep = [p for n_, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n_)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": keep, "weight_decay": 0.0}], lr=cfg.lr)
     curve: list[list[float]] = []
     start = 0
     state_path = out_dir / STATE_FILE
@@ -262,6 +266,7 @@ def pretrain(captions_path: str | os.PathLike, images_dir: str | os.PathLike,
     if extra_record:
         record.update(extra_record)
     atomic_write_json(out_dir / RECORD_FILE, record)
+    atomic_write_text(out_dir / "PRETRAIN.md", model_card(record))
     state_path.unlink(missing_ok=True)
     return PretrainResult(out_dir, cfg.steps, loss_v, seconds, n,
                           sum(len(c) for c in captions), skipped, start)
@@ -272,7 +277,40 @@ def update_record(model_dir: str | os.PathLike, **fields: Any) -> dict:
     record = read_record(model_dir)
     record.update(fields)
     atomic_write_json(Path(model_dir) / RECORD_FILE, record)
+    atomic_write_text(Path(model_dir) / "PRETRAIN.md", model_card(record))
     return record
+
+
+def model_card(record: dict) -> str:
+    """``PRETRAIN.md``: how the model was made and what it scores, for a human reader."""
+    c = record.get("config", {})
+    w = record.get("world") or {}
+    lines = ["# Tiny CLIP pretrained from scratch (`negationclip world pretrain`)", "",
+             "A Hugging Face `CLIPModel` (OpenAI layout, real CLIP tokenizer) trained from random "
+             "weights with CLIP's contrastive loss on captions that never negate. Everything below "
+             "is read from `PRETRAIN.json` beside this file.", "",
+             "## Command", "", "```"]
+    if w:
+        wc = w.get("config", {})
+        wdir = Path(record.get("data", {}).get("captions", "W/x")).parent
+        lines.append(f"negationclip world build --out {wdir} --images {wc.get('images')} "
+                     f"--seed {w.get('seed')}")
+    lines += [str(record.get("command") or "(run from Python: see config)"), "```", "",
+              "## Config", "", "| key | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in c.items()]
+    d = record.get("data", {})
+    lines += ["", f"Data: {d.get('images_used')} train images, {d.get('captions_used')} captions; "
+              f"{record.get('parameters', 0) / 1e6:.1f}M parameters, saved as "
+              f"{record.get('save_dtype')}; {record.get('steps')} steps, final loss "
+              f"{record.get('final_loss')}, {record.get('train_seconds_this_run')} s with "
+              f"{record.get('threads')} thread(s) (torch {record.get('torch')}).", ""]
+    f = record.get("figures")
+    if f:
+        lines += ["## Figures (NegWorld test split, measured by the command)", "",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in f.items()]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def read_record(model_dir: str | os.PathLike) -> dict:
