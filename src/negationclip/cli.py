@@ -384,6 +384,10 @@ def _add_train(sub) -> None:
                    help="also a hinge: cos(image, negated) must beat cos(image, hard negative) by this")
     g.add_argument("--hard-negative-weight", type=float, default=d.hard_negative_weight,
                    help="weight of the hinge term")
+    g.add_argument("--mine-negative-images", action="store_true",
+                   help="give each negated caption an extra negative image: a training image "
+                        "whose captions mention the negated object (text->image softmax); a "
+                        "record's own 'negative_image' field is used when present")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="held-out share for validation loss and best-checkpoint choice (0: none, "
                         "the last weights are kept)")
@@ -421,7 +425,8 @@ def _cmd_train(args) -> int:
         freeze_final_layer_norm=not args.train_final_layer_norm, mix=args.mix,
         original_ratio=args.original_ratio, hard_negatives=args.hard_negatives,
         hard_negative_margin=args.hard_negative_margin,
-        hard_negative_weight=args.hard_negative_weight, val_fraction=args.val_fraction,
+        hard_negative_weight=args.hard_negative_weight,
+        mine_negative_images=args.mine_negative_images, val_fraction=args.val_fraction,
         split_by=args.split_by, dedupe_images_in_batch=args.dedupe_images, seed=args.seed,
         device=args.device, precision=args.precision, compile=args.compile,
         eval_every_steps=args.eval_every, checkpoint_every_steps=args.checkpoint_every,

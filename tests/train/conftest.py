@@ -27,11 +27,11 @@ def make_dataset(root: Path, n: int = 12) -> list[dict]:
             for y in range(36):
                 img.putpixel((x, y), (i * 20 % 255, 255 - i * 13 % 255, 90))
         img.save(root / "images" / f"{i:03d}.png")
+        # odd images also show another object (what hard-negative image mining looks for)
+        cap = f"a {c} picture number {i}" + (f" and a {OBJECTS[(i + 1) % 4]}" if i % 2 else "")
         recs.append({"id": f"r{i}", "caption_id": i, "image_id": i, "image": f"{i:03d}.png",
-                     "original": f"a {c} picture number {i}",
-                     "negated": f"a {c} picture number {i} with no {o}",
-                     "affirmed": f"a {c} picture number {i} with a {o}",
-                     "object": o, "pipeline": "P1"})
+                     "original": cap, "negated": f"{cap} with no {o}",
+                     "affirmed": f"{cap} with a {o}", "object": o, "pipeline": "P1"})
     return recs
 
 

@@ -110,3 +110,25 @@ def test_epoch_batches_deterministic_and_sharded():
     groups = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     for batch in epoch_batches(9, 3, epoch=0, seed=0, groups=groups):
         assert len({groups[i] for i in batch}) == 3
+
+
+def test_mined_negative_images_show_the_negated_object(tmp_path):
+    from negationclip.train.data import CaptionRecord, mine_negative_images, originals_by_image
+
+    recs = [CaptionRecord("a.png", "a street with no cars", "a street", object="car"),
+            CaptionRecord("b.png", None, "two cars parked on a street"),
+            CaptionRecord("c.png", None, "a dog in a park"),
+            CaptionRecord("d.png", "a park with no dogs", "a park", object="dog"),
+            CaptionRecord("e.png", "a sky with no bird", "a blue sky", object="bird")]
+    ex, _ = build_examples(recs, image_root=tmp_path, mix="both")
+    mined, n = mine_negative_images(ex, originals_by_image(recs, tmp_path), seed=0)
+    key = lambda f: str((tmp_path / f).resolve())
+    by_text = {e.text: e.hard_image for e in mined}
+    assert by_text["a street with no cars"] == key("b.png")   # plural matched
+    assert by_text["a park with no dogs"] == key("c.png")
+    assert by_text["a sky with no bird"] is None              # no image shows a bird
+    assert by_text["a street"] is None and n == 2             # originals get none
+    # only images among the rows are candidates (the validation side is never used)
+    train = [e for e in ex if e.image != key("b.png")]
+    mined, n = mine_negative_images(train, originals_by_image(recs, tmp_path), seed=0)
+    assert {e.text: e.hard_image for e in mined}["a street with no cars"] is None

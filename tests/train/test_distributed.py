@@ -24,6 +24,7 @@ def _config(tmp, **kw) -> TrainConfig:
     # (fewer rows than processes), so use a val split leaving a multiple-friendly train set.
     base = dict(epochs=2, batch_size=5, lr=1e-3, val_fraction=0.0, seed=3,
                 hard_negatives="original", hard_negative_margin=0.2, max_grad_norm=1.0,
+                mine_negative_images=True,
                 cache_dir=os.path.join(tmp, "cache"))
     base.update(kw)
     return TrainConfig(**base)
@@ -67,4 +68,13 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     lb = [json.loads(line)["loss"] for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
           if json.loads(line)["kind"] == "train"]
     assert len(la) == len(lb) == 4
+    assert any(e.hard_image for e in _mined(tmp_path, recs))  # the extra image columns were used
     assert all(abs(x - y) < 1e-4 for x, y in zip(la, lb))  # the logged loss is the true global loss
+
+
+def _mined(tmp_path, recs):
+    from negationclip.train.data import (build_examples, coerce_records, mine_negative_images,
+                                         originals_by_image)
+    r = coerce_records(recs)
+    ex, _ = build_examples(r, image_root=tmp_path / "data" / "images")
+    return mine_negative_images(ex, originals_by_image(r, tmp_path / "data" / "images"))[0]

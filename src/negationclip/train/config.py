@@ -46,6 +46,7 @@ class TrainConfig:
     hard_negatives: str = "none"     # none | original | affirmed | both
     hard_negative_margin: float | None = None  # optional hinge on cos(img,pos) - cos(img,hard)
     hard_negative_weight: float = 1.0           # weight of that hinge term
+    mine_negative_images: bool = False  # add, per negated row, a training image showing its object
     val_fraction: float = 0.2
     split_by: str = "image"          # image | caption (the released script splits captions)
     dedupe_images_in_batch: bool = False  # avoid two captions of one image in a batch

@@ -48,6 +48,7 @@ class Example:
     hard_texts: tuple[str, ...] = ()
     hard_image: str | None = None
     where: str = ""
+    object: str | None = None       # the negated object (P1), for mining hard-negative images
 
 
 @dataclass
@@ -195,7 +196,8 @@ def build_examples(records: Sequence[CaptionRecord], *, image_root: str | Path |
                     hard.append(r.affirmed)
                 else:
                     notes["negated rows without an 'affirmed' caption for a hard negative"] += 1
-            negated_rows.append(Example(key, r.negated, "negated", tuple(hard), hard_img, r.where))
+            negated_rows.append(Example(key, r.negated, "negated", tuple(hard), hard_img, r.where,
+                                        r.object))
         if r.original is not None and (key, r.original) not in originals:
             originals[(key, r.original)] = Example(key, r.original, "original", (), None, r.where)
     orig_rows = list(originals.values())
@@ -241,6 +243,50 @@ def split_examples(examples: Sequence[Example], val_fraction: float, *, by: str 
         val = {i for i, e in enumerate(examples) if e.image in val_images}
     train = [e for i, e in enumerate(examples) if i not in val]
     return train, [e for i, e in enumerate(examples) if i in val]
+
+
+def originals_by_image(records: Sequence[CaptionRecord], image_root) -> dict[str, list[str]]:
+    """Each image's original (positive) captions: what mining reads to know what an image shows."""
+    out: dict[str, list[str]] = {}
+    for r in records:
+        if r.original:
+            lst = out.setdefault(image_key(r.image, image_root), [])
+            if r.original not in lst:
+                lst.append(r.original)
+    return out
+
+
+def mine_negative_images(rows: Sequence[Example], originals: dict[str, list[str]], *,
+                         seed: int = 0) -> tuple[list[Example], int]:
+    """Give each negated row an image whose captions mention its negated object.
+
+    "X with no Y" is then trained to score below an image that shows Y (an extra column of the
+    text->image softmax), the direction the balanced negation test measures; the image text
+    says nothing about, e.g. "a street with no cars" vs a photo with cars. Candidates come
+    only from ``rows``' own images (the training side of the split), never the row's own
+    image; the choice is seeded. Rows with a ``hard_image`` already keep it.
+    """
+    import re
+
+    images = sorted({e.image for e in rows})
+    cache: dict[str, list[str]] = {}
+    rng = random.Random(seed)
+    out, n = [], 0
+    for e in rows:
+        if e.hard_image or not e.object or e.kind != "negated":
+            out.append(e)
+            continue
+        obj = e.object.lower()
+        if obj not in cache:
+            pat = re.compile(rf"\b{re.escape(obj)}(?:s|es)?\b", re.IGNORECASE)
+            cache[obj] = [k for k in images if any(pat.search(c) for c in originals.get(k, ()))]
+        cands = [k for k in cache[obj] if k != e.image]
+        if not cands:
+            out.append(e)
+            continue
+        out.append(Example(e.image, e.text, e.kind, e.hard_texts, rng.choice(cands), e.where, e.object))
+        n += 1
+    return out, n
 
 
 class TokenTable:

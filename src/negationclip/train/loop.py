@@ -26,7 +26,8 @@ from . import checkpoint as ckpt
 from . import distributed as D
 from .config import TrainConfig
 from .data import (CaptionRecord, Example, ReadReport, TokenTable, build_examples, coerce_records,
-                   epoch_batches, read_records, shard, split_examples)
+                   epoch_batches, mine_negative_images, originals_by_image, read_records, shard,
+                   split_examples)
 from .loss import contrastive_loss, hard_negative_hinge, loss_value
 from .trainable import configure_trainable, trainable_parameters
 
@@ -186,6 +187,11 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
         train, val = kept, kept_val
     else:
         train, val = split_examples(kept, cfg.val_fraction, by=cfg.split_by, seed=cfg.seed)
+    if cfg.mine_negative_images:
+        train, n_mined = mine_negative_images(train, originals_by_image(recs, image_root),
+                                              seed=cfg.seed)
+        say(f"mined a hard-negative image (one showing the negated object) for {n_mined} of "
+            f"{len(train)} training captions")
     if len(train) < 2:
         raise NegationClipError(f"training set too small: {len(train)} caption(s) after the "
                                 f"validation split of {len(kept)}; add data or lower val_fraction")
