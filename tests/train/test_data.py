@@ -132,3 +132,16 @@ def test_mined_negative_images_show_the_negated_object(tmp_path):
     train = [e for e in ex if e.image != key("b.png")]
     mined, n = mine_negative_images(train, originals_by_image(recs, tmp_path), seed=0)
     assert {e.text: e.hard_image for e in mined}["a street with no cars"] is None
+
+
+def test_mining_prefers_the_most_similar_scene(tmp_path):
+    from negationclip.train.data import CaptionRecord, mine_negative_images, originals_by_image
+
+    recs = [CaptionRecord("a.png", "a red bus on a wet street with no cars", "a red bus on a wet street",
+                          object="car"),
+            CaptionRecord("b.png", None, "cars in a green field"),
+            CaptionRecord("c.png", None, "a red bus and two cars on a wet street"),
+            CaptionRecord("d.png", None, "a car next to a tree")]
+    ex, _ = build_examples(recs, image_root=tmp_path, mix="both")
+    mined, _ = mine_negative_images(ex, originals_by_image(recs, tmp_path), seed=0, top=1)
+    assert mined[0].hard_image == str((tmp_path / "c.png").resolve())

@@ -256,19 +256,31 @@ def originals_by_image(records: Sequence[CaptionRecord], image_root) -> dict[str
     return out
 
 
+_STOP = frozenset("a an the with without no not nor none and or of in on at to by from for is are "
+                  "there this that it its some any one two three picture photo image".split())
+
+
+def _content(text: str) -> set[str]:
+    import re
+    return {w.rstrip("s") for w in re.findall(r"[a-z]+", text.lower())} - _STOP
+
+
 def mine_negative_images(rows: Sequence[Example], originals: dict[str, list[str]], *,
-                         seed: int = 0) -> tuple[list[Example], int]:
+                         seed: int = 0, pool: int = 200, top: int = 3) -> tuple[list[Example], int]:
     """Give each negated row an image whose captions mention its negated object.
 
     "X with no Y" is then trained to score below an image that shows Y (an extra column of the
-    text->image softmax), the direction the balanced negation test measures; the image text
-    says nothing about, e.g. "a street with no cars" vs a photo with cars. Candidates come
-    only from ``rows``' own images (the training side of the split), never the row's own
-    image; the choice is seeded. Rows with a ``hard_image`` already keep it.
+    text->image softmax): the direction the balanced negation test measures ("a street with
+    no cars" vs a photo with cars). Among up to ``pool`` candidates the ``top`` whose captions
+    share the most content words with X are kept (the closest thing to "the same scene with Y
+    added"), one drawn at random (seeded). Candidates come only from ``rows``' own images (the
+    training side of the split), never the row's own image; rows with a ``hard_image`` keep it.
     """
     import re
 
     images = sorted({e.image for e in rows})
+    words = {k: set().union(*(_content(c) for c in originals.get(k, ()))) if originals.get(k) else set()
+             for k in images}
     cache: dict[str, list[str]] = {}
     rng = random.Random(seed)
     out, n = [], 0
@@ -284,7 +296,12 @@ def mine_negative_images(rows: Sequence[Example], originals: dict[str, list[str]
         if not cands:
             out.append(e)
             continue
-        out.append(Example(e.image, e.text, e.kind, e.hard_texts, rng.choice(cands), e.where, e.object))
+        if len(cands) > pool:
+            cands = rng.sample(cands, pool)
+        mine = _content(e.text) - _content(obj)
+        cands.sort(key=lambda k: (-len(mine & words[k]), k))
+        out.append(Example(e.image, e.text, e.kind, e.hard_texts, rng.choice(cands[:top]), e.where,
+                           e.object))
         n += 1
     return out, n
 
