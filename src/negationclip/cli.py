@@ -434,7 +434,7 @@ def _cmd_train(args) -> int:
         image_batch_size=args.image_batch_size, cache_dir=args.cache_dir)
     res = finetune(args.model, args.data, cfg, args.out, image_root=args.images,
                    resume=args.resume, val_records=args.val_data)
-    if res.out_dir is not None:
+    if res.rank == 0:  # under torchrun every process returns; one summary is enough
         print(json.dumps(res.summary(), indent=2))
     return 0
 

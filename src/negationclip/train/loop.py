@@ -47,6 +47,7 @@ class FinetuneResult:
     plot: Path | None = None
     bundle: Any = None        # the trained ClipBundle in memory (best weights when there is a val split)
     seconds: float = 0.0
+    rank: int = 0             # this process's rank (0 when not distributed)
 
     def summary(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "best_dir": str(self.best_dir) if self.best_dir else None,
@@ -504,7 +505,7 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
         plot = plot_loss_curve(history, out / "loss_curve.png")
     res = FinetuneResult(out, best_dir, best_val, best_step, initial_val, step, history,
                          len(data.train), len(data.val), dict(data.skipped), plot, bundle,
-                         time.time() - t0)
+                         time.time() - t0, info.rank)
     if info.is_main:
         atomic_write_json(out / "result.json", res.summary())
     return res
