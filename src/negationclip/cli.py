@@ -404,7 +404,7 @@ def _add_train(sub) -> None:
     g.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
                    help="also validate every N steps (always after each epoch)")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every_steps, metavar="STEPS",
-                   help="write the resume state every N steps (and after each epoch)")
+                   help="write the resume state every N steps (and at the end)")
     g.add_argument("--log-every", type=int, default=d.log_every_steps, metavar="STEPS",
                    help="write a log.jsonl record every N steps")
     g.add_argument("--image-batch-size", type=int, default=d.image_batch_size,

@@ -56,7 +56,7 @@ class TrainConfig:
     precision: str = "auto"          # auto: bf16 autocast on CUDA if supported, fp32 on CPU
     compile: bool = False
     eval_every_steps: int | None = None   # validate also every N steps (besides each epoch)
-    checkpoint_every_steps: int = 200     # resume state written every N steps and each epoch
+    checkpoint_every_steps: int = 200     # resume state written every N steps and at the end
     log_every_steps: int = 1
     save_openai: bool = False        # also write best/openai.pt (OpenAI-style state dict)
     image_batch_size: int = 64       # batch size of the one-off image-embedding pass

@@ -466,17 +466,14 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
                             cap_s=f"{rows_done / dt:.0f}")
             done = step >= total
             end_of_epoch = group_pos >= len(groups)
-            if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and not end_of_epoch:
-                evaluate_and_keep_best()
             if end_of_epoch:
                 epoch += 1
                 group_pos = 0
+            # validation after each epoch (the released recipe), every eval_every_steps, and at
+            # the end; the resume state every checkpoint_every_steps and at the end
+            if end_of_epoch or done or (cfg.eval_every_steps and step % cfg.eval_every_steps == 0):
                 evaluate_and_keep_best()
-                save_state()
-            elif done:
-                evaluate_and_keep_best()
-                save_state()
-            elif step % cfg.checkpoint_every_steps == 0:
+            if done or step % cfg.checkpoint_every_steps == 0:
                 save_state()
             if on_step is not None:
                 on_step(step)
