@@ -314,7 +314,7 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
     out = Path(out_dir)
     t0 = time.time()
     info, device = D.setup(cfg.device)
-    say = (lambda m: print(m, flush=True)) if (verbose and info.is_main) else (lambda m: None)
+    say = _say if (verbose and info.is_main) else (lambda m: None)
     try:
         if ckpt.has_state(out) and not resume:
             raise NegationClipError(f"{out}: already holds a run (state/); pass resume to continue "
@@ -506,6 +506,12 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
     if info.is_main:
         atomic_write_json(out / "result.json", res.summary())
     return res
+
+
+def _say(msg: str) -> None:
+    """Print above the progress bar (tqdm.write) instead of through it."""
+    from tqdm.auto import tqdm
+    tqdm.write(msg)
 
 
 def _jsonl(h: dict) -> str:
