@@ -482,6 +482,9 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
     bar.close()
     if log is not None:
         log.close()
+    if best_val is not None and initial_val is not None and best_val >= initial_val:
+        say(f"note: no checkpoint beat the validation loss before training ({initial_val:.4f}; "
+            f"best {best_val:.4f} at step {best_step}): try another lr or more data")
     best_dir = None
     if data.val:
         best_dir = out / ckpt.BEST if best_val is not None else None

@@ -32,8 +32,9 @@ def plot_loss_curve(history: Sequence[dict], path: str | Path, *, title: str = "
     if val:
         xs, ys = zip(*val)
         ax.plot(xs, ys, "o-", color="tab:orange", linewidth=1.6, label="validation")
-        best = min(range(len(ys)), key=ys.__getitem__)
-        ax.plot([xs[best]], [ys[best]], "*", color="tab:red", markersize=12, label="best")
+        trained = [i for i, x in enumerate(xs) if x > 0] or list(range(len(xs)))
+        best = min(trained, key=ys.__getitem__)  # the saved checkpoint (step 0 is the base)
+        ax.plot([xs[best]], [ys[best]], "*", color="tab:red", markersize=12, label="best (saved)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("contrastive loss")
     ax.set_title(title or "NegationCLIP fine-tuning")
