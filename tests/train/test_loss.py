@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from negationclip.models import ImageEmbeddingCache, image_features, open_image, text_features
+from negationclip.models import image_features, open_image, text_features
 from negationclip.train.loop import _prepare, _Trainer
 from negationclip.train import TrainConfig
 from negationclip.train.distributed import DistInfo
