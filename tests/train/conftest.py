@@ -35,6 +35,15 @@ def make_dataset(root: Path, n: int = 12) -> list[dict]:
     return recs
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine they lose a lot."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture()
 def dataset(tmp_path) -> tuple[Path, list[dict]]:
     recs = make_dataset(tmp_path / "data")
@@ -45,7 +54,6 @@ def dataset(tmp_path) -> tuple[Path, list[dict]]:
 
 @pytest.fixture()
 def tiny():
-    torch.set_num_threads(1)
     from negationclip.models import tiny_clip_bundle
     return tiny_clip_bundle(seed=0, text_width=32, text_layers=1, vision_width=32,
                             vision_layers=1, embed_dim=16)
