@@ -381,7 +381,8 @@ def _add_train(sub) -> None:
                         "softmax: the original caption, the 'affirmed' caption (stating the "
                         "object's presence), or both; none is the paper's setting")
     g.add_argument("--hard-negative-margin", type=float, default=None,
-                   help="also a hinge: cos(image, negated) must beat cos(image, hard negative) by this")
+                   help="also a hinge per hard negative: cos(image, negated) must beat cos(image, "
+                        "hard text), and cos(negated, image) cos(negated, hard image), by this")
     g.add_argument("--hard-negative-weight", type=float, default=d.hard_negative_weight,
                    help="weight of the hinge term")
     g.add_argument("--mine-negative-images", action="store_true",

@@ -44,7 +44,7 @@ class TrainConfig:
     mix: str = "negated"             # negated | both | ratio | original
     original_ratio: float = 0.0      # with mix="ratio": originals added per negated caption
     hard_negatives: str = "none"     # none | original | affirmed | both
-    hard_negative_margin: float | None = None  # optional hinge on cos(img,pos) - cos(img,hard)
+    hard_negative_margin: float | None = None  # optional hinge per hard negative (text or image)
     hard_negative_weight: float = 1.0           # weight of that hinge term
     mine_negative_images: bool = False  # add, per negated row, a training image showing its object
     val_fraction: float = 0.2
@@ -97,8 +97,8 @@ class TrainConfig:
             bad(f"max_steps must be >= 1, got {self.max_steps}")
         if self.checkpoint_every_steps < 1:
             bad(f"checkpoint_every_steps must be >= 1, got {self.checkpoint_every_steps}")
-        if self.hard_negative_margin is not None and self.hard_negatives == "none":
-            bad("hard_negative_margin needs hard_negatives other than 'none'")
+        if self.hard_negative_margin is not None and self.hard_negative_margin < 0:
+            bad(f"hard_negative_margin must be >= 0, got {self.hard_negative_margin}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -254,10 +254,17 @@ class _Trainer:
                                 extra_text_emb=hard_emb if self.use_hard_texts else None,
                                 extra_image_emb=self.emb[hard_imgs] if self.use_hard_images else None)
         value = loss_value(loss)
-        if self.cfg.hard_negative_margin is not None:
-            owner_t = torch.tensor(owner, dtype=torch.long, device=self.device)
-            hinge = self.cfg.hard_negative_weight * hard_negative_hinge(
-                img, txt, hard_emb, owner_t, self.cfg.hard_negative_margin)
+        margin = self.cfg.hard_negative_margin
+        if margin is not None:
+            hinge = torch.zeros((), device=self.device)
+            if self.use_hard_texts:  # image -> text: cos(img, negated) > cos(img, hard text)
+                owner_t = torch.tensor(owner, dtype=torch.long, device=self.device)
+                hinge = hinge + hard_negative_hinge(img, txt, hard_emb, owner_t, margin)
+            if self.use_hard_images:  # text -> image: cos(negated, img) > cos(negated, hard img)
+                owner_i = torch.tensor([i for i, e in enumerate(rows) if e.hard_image],
+                                       dtype=torch.long, device=self.device)
+                hinge = hinge + hard_negative_hinge(txt, img, self.emb[hard_imgs], owner_i, margin)
+            hinge = self.cfg.hard_negative_weight * hinge
             loss = loss + hinge
             # each process holds its own rows' share (times world): sum the shares
             value += D.all_sum(float(hinge.detach()), self.info, self.device) / self.info.world
