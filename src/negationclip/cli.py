@@ -329,7 +329,8 @@ def _add_train(sub) -> None:
                 "  negationclip train --model ViT-B-32.pt --data negationclip_captions_train2014.json \\\n"
                 "      --images coco/train2014 --out runs/paper --save-openai\n"
                 "  negationclip train --model world/base --data p1.jsonl --images world/images \\\n"
-                "      --out runs/hn --hard-negatives affirmed --hard-negative-margin 0.1 --lr 1e-5\n"
+                "      --out runs/hn --hard-negatives affirmed --mine-negative-images \\\n"
+                "      --hard-negative-margin 0.1 --lr 1e-5\n"
                 "  negationclip train ... --out runs/negclip --resume      # continue a killed run\n"
                 "  torchrun --nproc-per-node 4 -m negationclip.cli train ... # 4 GPUs, global batch")
     g = p.add_argument_group("inputs and outputs")
