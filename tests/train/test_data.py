@@ -145,3 +145,13 @@ def test_mining_prefers_the_most_similar_scene(tmp_path):
     ex, _ = build_examples(recs, image_root=tmp_path, mix="both")
     mined, _ = mine_negative_images(ex, originals_by_image(recs, tmp_path), seed=0, top=1)
     assert mined[0].hard_image == str((tmp_path / "c.png").resolve())
+
+
+def test_record_negative_image_becomes_the_rows_hard_image(tmp_path):
+    from negationclip.train.data import coerce_records
+
+    recs = coerce_records([{"image": "a.png", "negated": "a cat with no hat", "original": "a cat",
+                            "object": "hat", "negative_image": "a_with_hat.png"}])
+    ex, _ = build_examples(recs, image_root=tmp_path, mix="both")
+    assert ex[0].hard_image == str((tmp_path / "a_with_hat.png").resolve())
+    assert ex[1].kind == "original" and ex[1].hard_image is None
