@@ -14,7 +14,14 @@ from .utils.errors import NegationClipError
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows defaults, except where the help already says what the default is, or it is None."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if "default" in text.lower() or d is None or d is False or d == [] or d == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
 
 
 def _parser(sub, name: str, help: str, description: str, epilog: str = ""):
