@@ -58,8 +58,9 @@ class DemoConfig:
     original_ratio: float = 0.3        # original captions per negated one: keeps retrieval
     hard_negatives: str = "affirmed"   # "X with Y" is a negative text for the image without Y
     mine_negative_images: bool = True  # a train image whose captions show Y: a negative image
+    scene_negatives: bool = True       # NegWorld only: the same scene with Y put in (scene graph)
     hard_negative_margin: float | None = 0.2
-    hard_negative_weight: float = 1.0
+    hard_negative_weight: float = 10.0
     max_grad_norm: float | None = 1.0
     val_fraction: float = 0.0          # no validation split: the last weights are the result
     # --quick: a small world with a seed the base model never saw, and a short fine-tune
@@ -178,6 +179,18 @@ def generate(world, out: Path, which: str, seed: int, limit: int | None) -> dict
                       limit=limit, overwrite=True)
     q, a = world.vqa("train")
     return run_p2(q, a, world.captions("train"), out, seed=seed, limit=limit, overwrite=True)
+
+
+def scene_negatives(world, path: Path, seed: int, gen: dict) -> Path:
+    """``path`` with a ``negative_image`` per object record (the scene with the object put in)."""
+    from .data.negworld.counterfactual import add_scene_negatives
+
+    out = path.with_name(path.stem + "+scene-negatives.jsonl")
+    counts = add_scene_negatives(path, world.root, out, seed=seed, show_progress=False)
+    gen.setdefault("scene_negatives", {})[path.name] = counts
+    print(f"      {path.name}: {counts['with_negative_image']} of {counts['records']} records "
+          f"got a scene-graph negative image")
+    return out
 
 
 def train_config(cfg: DemoConfig):
@@ -348,12 +361,17 @@ def report_markdown(rep: dict) -> str:
         + (f"This world uses another seed, so none of its images was seen in pretraining."
            if c["quick"] else "Its pretraining used the train split only."),
         f"3. **Generation** with the offline `rules` backends (no LLM): "
-        + ", ".join(f"{k}: {v['records']} records" for k, v in d["generation"].items()) + ".",
+        + ", ".join(f"{k}: {v['records']} records" for k, v in d["generation"].items()
+                    if k != "scene_negatives") + ".",
         f"4. **Fine-tuning** of the text encoder only (vision tower frozen): {c['finetune']['max_steps']} "
         f"steps, batch {c['finetune']['batch_size']}, lr {c['finetune']['lr']}, mix "
         f"`{c['finetune']['mix']}`, hard negatives `{c['finetune']['hard_negatives']}`"
         + (f" with margin {c['finetune']['hard_negative_margin']}" if c['finetune']['hard_negative_margin'] else "")
-        + (", images mined from the train split as negative images" if c['finetune']['mine_negative_images'] else "")
+        + (", negative images: the same scene with the negated object put in (NegWorld's scene graph)"
+           if c['scene_negatives'] else "")
+        + (", other rows: a train image whose captions show the object (mined)"
+           if c['finetune']['mine_negative_images'] else "")
+        + f", hinge weight {c['finetune']['hard_negative_weight']}"
         + (f"; best checkpoint by validation loss (step {d['finetune']['best_step']}). "
            if c['finetune']['val_fraction'] else "; the last weights are the result. ")
         + 
@@ -435,8 +453,10 @@ def run_demo(cfg: DemoConfig) -> dict:
             print(f"      {which}: {gen[which]['records']} records")
 
     with stage("fine-tuning the text encoder on P1 + P2"):
-        res = run_finetune(base_dir, [gen_dir / "p1.jsonl", gen_dir / "p2.jsonl"], world,
-                           out / "finetune", cfg, cache)
+        train_files = [gen_dir / "p1.jsonl", gen_dir / "p2.jsonl"]
+        if cfg.scene_negatives:
+            train_files = [scene_negatives(world, f, cfg.seed, gen) for f in train_files]
+        res = run_finetune(base_dir, train_files, world, out / "finetune", cfg, cache)
         tuned = res.bundle
         change = text_tower_changed(base, tuned)
         if change == 0.0:
@@ -453,6 +473,9 @@ def run_demo(cfg: DemoConfig) -> dict:
             gen["Rand-P1"] = {"records": s.get("records", 0), "summary": s}
             files = {"P1": [gen_dir / "p1.jsonl"], "Rand-P1": [gen_dir / "rand-p1.jsonl"],
                      "P2": [gen_dir / "p2.jsonl"]}
+            if cfg.scene_negatives:
+                files = {k: [scene_negatives(world, f, cfg.seed, gen) for f in v]
+                         for k, v in files.items()}
             ablation = {}
             for name in ABLATION_ROWS:
                 if name == "P1+P2":
@@ -488,7 +511,8 @@ def run_demo(cfg: DemoConfig) -> dict:
                 "world": {"seed": wcfg.seed, "counts": world.manifest["counts"]},
                 "base_model": {"dir": str(base_dir), "pretrain_command": base_record.get("command"),
                                "pretrain_figures": base_record.get("figures")},
-                "generation": {k: {"records": v["records"]} for k, v in gen.items()},
+                "generation": {k: ({"records": v["records"]} if k != "scene_negatives" else v)
+                               for k, v in gen.items()},
                 "finetune": {**res.summary(), "text_weight_change": change},
                 "examples": examples,
                 "grid_examples": [{"text": p.text, "negated_object": p.negated_object,

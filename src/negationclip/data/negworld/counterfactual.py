@@ -1,0 +1,79 @@
+"""Scene-graph hard negatives: for a negated caption "X with no Y" about a NegWorld image, the
+same scene with Y put in (one object not named by X turned into a Y, same place, size and
+colour). Written as each record's ``negative_image``, which fine-tuning uses as an extra
+negative image with a margin ("X with no Y" must score the image without Y above it).
+
+Why: with a frozen vision tower, captions alone teach the text tower to stop reading "no Y" as
+"Y" (chance on the balanced test), but not to prefer the image without Y; a negative image
+that differs from the positive only by Y gives that signal directly. This needs the scene
+graph, so it exists for NegWorld only; on real data the closest thing is mining a training
+image whose captions show Y (``negationclip train --mine-negative-images``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+from ...utils import JsonlWriter, NegationClipError, read_jsonl
+from ...utils.progress import progress
+from .export import load_scenes
+from .render import encode_png, render
+from .scenes import replace_object
+
+CF_DIR = "images_cf"
+
+
+def _mentioned(category: str, text: str) -> bool:
+    return re.search(rf"\b{re.escape(category)}(?:s|es)?\b", text, re.IGNORECASE) is not None
+
+
+def add_scene_negatives(records: str | os.PathLike, world_root: str | os.PathLike,
+                        out: str | os.PathLike, *, seed: int = 0,
+                        show_progress: bool = True) -> dict:
+    """Copy generation records to ``out``, adding ``negative_image`` where one can be drawn.
+
+    Images go to ``<world_root>/images_cf/`` and ``negative_image`` is relative to the world's
+    image folder (``../images_cf/cf_<record id>.png``), like ``image_file``. Records without
+    an ``object`` (P2 attribute negations) or whose image is not a NegWorld scene are copied
+    unchanged. Returns counts.
+    """
+    root = Path(world_root)
+    scenes = load_scenes(root / "scenes.json")
+    cf_dir = root / CF_DIR
+    cf_dir.mkdir(exist_ok=True)
+    recs = read_jsonl(records)
+    if not recs:
+        raise NegationClipError(f"{records}: no records")
+    rng = random.Random(f"scene-negatives/{seed}")
+    counts = {"records": len(recs), "with_negative_image": 0, "no_object": 0, "no_scene": 0,
+              "no_slot": 0}
+    tmp = Path(str(out) + ".tmp")
+    tmp.unlink(missing_ok=True)
+    with JsonlWriter(tmp, append=False, fsync=False) as w:
+        for n, r in enumerate(progress(recs, desc="scene negatives", unit="rec",
+                                       disable=None if show_progress else True)):
+            obj = r.get("object") or None
+            scene = scenes.get(str(r.get("image_file") or r.get("image") or ""))
+            if not obj:
+                counts["no_object"] += 1
+            elif scene is None:
+                counts["no_scene"] += 1
+            else:
+                text = str(r.get("original") or "")
+                slots = [j for j, o in enumerate(scene.objects)
+                         if o.category != obj and not _mentioned(o.category, text)]
+                slots = slots or [j for j, o in enumerate(scene.objects) if o.category != obj]
+                if not slots:
+                    counts["no_slot"] += 1
+                else:
+                    foil = replace_object(scene, rng.choice(slots), obj, scene.id)
+                    name = f"cf_{n:07d}.png"
+                    (cf_dir / name).write_bytes(encode_png(render(foil)))
+                    r = dict(r, negative_image=f"../{CF_DIR}/{name}")
+                    counts["with_negative_image"] += 1
+            w.write(r)
+    os.replace(tmp, out)
+    return counts
