@@ -108,3 +108,27 @@ def test_demo_quick_reports_before_and_after(tmp_path):
     assert md.count("```json") == 3
     for png in ("metrics.png", "pairs.png"):
         assert (tmp_path / "d" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scene_negatives_put_the_negated_object_into_the_same_scene(world, tmp_path):
+    import numpy as np
+
+    from negationclip.data.negworld.counterfactual import add_scene_negatives
+    from negationclip.generate import run_p1
+    from negationclip.models import open_image
+    from negationclip.utils import read_jsonl
+
+    run_p1(world / "captions_train.json", tmp_path / "p1.jsonl", instances=world / "instances_train.json",
+           images=world / "images", progress=False)
+    counts = add_scene_negatives(tmp_path / "p1.jsonl", world, tmp_path / "p1cf.jsonl",
+                                 show_progress=False)
+    recs = read_jsonl(tmp_path / "p1cf.jsonl")
+    assert counts["records"] == len(recs) > 0
+    assert counts["with_negative_image"] == sum(1 for r in recs if r.get("negative_image")) > 0
+    for r in recs[:20]:
+        if not r.get("negative_image"):
+            continue
+        a = np.asarray(open_image(world / "images" / r["image_file"]))
+        b = np.asarray(open_image(world / "images" / r["negative_image"]))
+        assert a.shape == b.shape and (a != b).any()  # same scene, one object changed
+        assert (a == b).mean() > 0.5
