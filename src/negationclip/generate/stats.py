@@ -8,8 +8,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from ..utils import JsonlWriter, NegationClipError, atomic_write_text, read_jsonl
-from .records import OUTCOMES, ROLES, GenRecord, ledger_path, read_ledger, read_records
+from ..utils import NegationClipError, atomic_write_text
+from .records import OUTCOMES, ROLES, ledger_path, read_ledger, read_records
 
 
 def run_stats(outputs: list[str | os.PathLike]) -> dict:
@@ -67,7 +67,7 @@ def format_stats(s: dict) -> str:
                                                        sorted(s["records_per_pipeline"].items())),
              f"with affirmed twin: {s['records_with_affirmed']} "
              f"(affirmed rewrites rejected: {s['affirmed_rejected']})",
-             f"work items: " + ", ".join(f"{k} {v}" for k, v in sorted(s["items"].items())),
+             "work items: " + ", ".join(f"{k} {v}" for k, v in sorted(s["items"].items())),
              f"candidates: {s['candidates']}"]
     for k, v in s["outcomes"].items():
         share = v / s["candidates"] if s["candidates"] else 0
