@@ -56,12 +56,12 @@ class DemoConfig:
     lr: float = 1e-3                   # a tiny model from scratch needs far more than CLIP's 1e-6
     mix: str = "ratio"
     original_ratio: float = 0.3        # original captions per negated one: keeps retrieval
-    hard_negatives: str = "affirmed"   # "X with Y" is a negative text for the image without Y
+    hard_negatives: str = "none"       # "affirmed": "X with Y" as a negative text (see notes)
     mine_negative_images: bool = True  # a train image whose captions show Y: a negative image
     scene_negatives: bool = True       # NegWorld only: the same scene with Y put in (scene graph)
     hard_negative_margin: float | None = 0.2
-    hard_negative_weight: float = 10.0
-    max_grad_norm: float | None = 1.0
+    hard_negative_weight: float = 50.0  # the margin term must outweigh the in-batch softmax
+    max_grad_norm: float | None = None
     val_fraction: float = 0.0          # no validation split: the last weights are the result
     # --quick: a small world with a seed the base model never saw, and a short fine-tune
     quick_images: int = 400
@@ -197,7 +197,7 @@ def train_config(cfg: DemoConfig):
     from .train import TrainConfig
 
     return TrainConfig(epochs=1000, max_steps=cfg.finetune_steps(), batch_size=cfg.finetune_batch(),
-                       lr=cfg.lr, schedule="cosine", warmup_steps=min(20, cfg.finetune_steps() // 10),
+                       lr=cfg.lr, schedule="constant", warmup_steps=0,
                        max_grad_norm=cfg.max_grad_norm, mix=cfg.mix,
                        original_ratio=cfg.original_ratio, hard_negatives=cfg.hard_negatives,
                        hard_negative_margin=cfg.hard_negative_margin,
