@@ -51,7 +51,7 @@ class DemoConfig:
     base: str | None = None            # default: the shipped NegWorld base model
     threads: int | None = None         # torch CPU threads (None: torch's default)
     # fine-tuning (the recipe found on NegWorld; see the report's notes)
-    steps: int = 300
+    steps: int = 450
     batch_size: int = 256
     lr: float = 1e-3                   # a tiny model from scratch needs far more than CLIP's 1e-6
     mix: str = "ratio"
