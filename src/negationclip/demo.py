@@ -13,16 +13,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .utils import NegationClipError, atomic_write_json, atomic_write_text, load_json, read_jsonl
+from .utils import NegationClipError, atomic_write_json, atomic_write_text, read_jsonl
 
 BASE_MODEL_DIR = Path(__file__).resolve().parent / "data" / "negworld" / "base_model"
 METRICS = ("negation_balanced", "negation_heldout_phrasing", "negref", "valse_existence",
@@ -358,9 +357,9 @@ def report_markdown(rep: dict) -> str:
         f"{d['before']['retrieval']['images']} images for retrieval.",
         f"2. **Base model**: `{c['base']}`: a tiny CLIP pretrained from scratch on NegWorld's "
         f"train captions, which (like web captions) never negate. "
-        + (f"This world uses another seed, so none of its images was seen in pretraining."
+        + ("This world uses another seed, so none of its images was seen in pretraining."
            if c["quick"] else "Its pretraining used the train split only."),
-        f"3. **Generation** with the offline `rules` backends (no LLM): "
+        "3. **Generation** with the offline `rules` backends (no LLM): "
         + ", ".join(f"{k}: {v['records']} records" for k, v in d["generation"].items()
                     if k != "scene_negatives") + ".",
         f"4. **Fine-tuning** of the text encoder only (vision tower frozen): {c['finetune']['max_steps']} "

@@ -1,11 +1,11 @@
-"""Options of ``negationclip eval`` and ``negationclip build-negrefcocog`` (parsed here so that
-cli.py stays a thin list of commands; the work is in runner.py and refcocog_build.py)."""
+"""``negationclip eval`` and ``negationclip build-negrefcocog``."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from .runner import BENCHMARK_NAMES, EvalConfig
+from ..evaluate.runner import BENCHMARK_NAMES, EvalConfig
+from ._base import _parser
 
 EVAL_EPILOG = """\
 benchmarks:
@@ -107,7 +107,7 @@ def eval_config_from_args(args) -> EvalConfig:
 
 
 def run_eval_cli(args) -> int:
-    from .runner import run_eval
+    from ..evaluate.runner import run_eval
 
     cfg = eval_config_from_args(args)
     results = run_eval(args.model, args.benchmark, cfg)
@@ -148,7 +148,7 @@ def add_build_negrefcocog_parser(sub, make_parser) -> None:
 
 
 def run_build_negrefcocog_cli(args) -> int:
-    from .refcocog_build import NEGATION_CUES, BuildConfig, build_negrefcocog, write_negrefcocog
+    from ..evaluate.refcocog_build import NEGATION_CUES, BuildConfig, build_negrefcocog, write_negrefcocog
 
     cfg = BuildConfig(cues=tuple(args.cue) if args.cue else NEGATION_CUES,
                       splits=tuple(args.split) if args.split else None,
@@ -161,3 +161,23 @@ def run_build_negrefcocog_cli(args) -> int:
     print(f"wrote {args.out}: {s['records']} records from {s['negated_sentences']} negated of "
           f"{s['sentences']} expressions ({s['refs']} refs); skipped: {s['skipped'] or 'none'}")
     return 0
+
+
+# --- eval / build-negrefcocog (benchmarks) -------------------------------------------------
+
+def _add_eval(sub) -> None:
+    add_eval_parser(sub, _parser)
+    sub.choices["eval"].set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args) -> int:
+    return run_eval_cli(args)
+
+
+def _add_build_negrefcocog(sub) -> None:
+    add_build_negrefcocog_parser(sub, _parser)
+    sub.choices["build-negrefcocog"].set_defaults(func=_cmd_build_negrefcocog)
+
+
+def _cmd_build_negrefcocog(args) -> int:
+    return run_build_negrefcocog_cli(args)

@@ -1,13 +1,11 @@
-"""Argument parsing for ``negationclip generate p1|p2|merge|stats|export`` (kept here so the
-shared cli.py only registers the command)."""
+"""``negationclip generate p1|p2|merge|stats|export``."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from ..utils import NegationClipError
-from .factory import KINDS, BackendOptions
+from ..generate.factory import KINDS, BackendOptions
+from ._base import _Formatter, _parser
 
 _ROLES_P1 = ("proposer", "verifier", "rewriter")
 
@@ -78,7 +76,6 @@ def add_generate_parser(sub, make_parser) -> None:
                     "      --rewriter openai --rewriter-model llama3 --concurrency 32 --out p1.jsonl\n"
                     "  negationclip generate stats p1.jsonl --plot p1.png")
     gsub = p.add_subparsers(dest="generate_command", metavar="STEP")
-    from ..cli import _Formatter  # noqa: PLC0415 (shared help formatter)
 
     def sp(name, help, desc, epilog):
         return gsub.add_parser(name, help=help, description=desc, epilog=epilog,
@@ -187,8 +184,8 @@ def _print_summary(summary: dict) -> None:
 
 
 def _cmd_p1(args) -> int:
-    from .p1 import run_p1
-    from .runner import parse_shard
+    from ..generate.p1 import run_p1
+    from ..generate.runner import parse_shard
 
     summary = run_p1(args.captions, args.out, instances=args.instances, images=args.images,
                      proposer=_opts(args, "proposer"), verifier=_opts(args, "verifier"),
@@ -202,8 +199,8 @@ def _cmd_p1(args) -> int:
 
 
 def _cmd_p2(args) -> int:
-    from .p2 import run_p2
-    from .runner import parse_shard
+    from ..generate.p2 import run_p2
+    from ..generate.runner import parse_shard
 
     qt = [q for q in (args.question_types or "").split(",") if q.strip()]
     summary = run_p2(args.questions, args.annotations, args.captions, args.out,
@@ -216,7 +213,7 @@ def _cmd_p2(args) -> int:
 
 
 def _cmd_merge(args) -> int:
-    from .stats import merge_outputs
+    from ..generate.stats import merge_outputs
 
     r = merge_outputs(args.inputs, args.out)
     print(f"merged {r['inputs']} files: {r['records']} records "
@@ -225,7 +222,7 @@ def _cmd_merge(args) -> int:
 
 
 def _cmd_stats(args) -> int:
-    from .stats import format_stats, plot_stats, run_stats
+    from ..generate.stats import format_stats, plot_stats, run_stats
 
     s = run_stats(args.inputs)
     if args.json:
@@ -241,7 +238,7 @@ def _cmd_stats(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import export_records
+    from ..generate.export import export_records
 
     pipes = [p.strip() for p in args.pipelines.split(",")] if args.pipelines else None
     r = export_records(args.inputs, args.out, fmt=args.format, captions=args.captions,
@@ -256,3 +253,14 @@ def run_generate(args) -> int:
         args.generate_parser.print_help()
         return 2
     return func(args)
+
+
+# --- generate (negation data) -------------------------------------------------------------
+
+def _add_generate(sub) -> None:
+    add_generate_parser(sub, _parser)
+    sub.choices["generate"].set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args) -> int:
+    return run_generate(args)

@@ -1,0 +1,7 @@
+"""``python -m negationclip.cli`` (used by torchrun)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,21 @@
+"""What every command module shares: the help formatter and the parser factory."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults, except where the help already says what the default is, or it is None."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if "default" in text.lower() or d is None or d is False or d == [] or d == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+def _parser(sub, name: str, help: str, description: str, epilog: str = ""):
+    return sub.add_parser(name, help=help, description=description, epilog=epilog,
+                          formatter_class=_Formatter)

@@ -1,0 +1,139 @@
+"""``negationclip train``."""
+
+from __future__ import annotations
+
+from ._base import _parser
+
+# --- train (fine-tuning) ------------------------------------------------------------------
+
+def _add_train(sub) -> None:
+    from ..train.config import HARD_NEGATIVES, MIXES, PRECISIONS, SCHEDULES, SPLITS, TrainConfig
+
+    d = TrainConfig()
+    p = _parser(sub, "train", "fine-tune a CLIP text encoder on negation-inclusive captions",
+                "NegationCLIP fine-tuning: only the text encoder learns (vision tower, visual "
+                "projection and final text layer norm frozen, as in the released script), with "
+                "CLIP's contrastive loss. Each image is encoded once through the frozen vision "
+                "tower into the shared image-embedding cache (exact, and reused by later runs and "
+                "benchmarks); each step runs only the text tower on captions padded to the "
+                "longest in the batch. Records whose image is missing or unreadable are skipped "
+                "and counted before training. The best model by validation loss is written to "
+                "OUT/best (Hugging Face folder); OUT/state holds what --resume needs; "
+                "OUT/log.jsonl the per-step log; OUT/loss_curve.png the loss curve. Runs "
+                "unchanged under torchrun / accelerate launch (loss over the global batch).",
+                "examples:\n"
+                "  negationclip train --model openai/clip-vit-base-patch32 \\\n"
+                "      --data p1.jsonl --data p2.jsonl --images coco/train2014 --out runs/negclip\n"
+                "  negationclip train --model ViT-B-32.pt --data negationclip_captions_train2014.json \\\n"
+                "      --images coco/train2014 --out runs/paper --save-openai\n"
+                "  negationclip train --model world/base --data p1.jsonl --images world/images \\\n"
+                "      --out runs/hn --hard-negatives affirmed --mine-negative-images \\\n"
+                "      --hard-negative-margin 0.1 --lr 1e-5\n"
+                "  negationclip train ... --out runs/negclip --resume      # continue a killed run\n"
+                "  torchrun --nproc-per-node 4 -m negationclip.cli train ... # 4 GPUs, global batch")
+    g = p.add_argument_group("inputs and outputs")
+    g.add_argument("--model", required=True,
+                   help="starting checkpoint: HF id or folder, OpenAI/open_clip .pt/.pth, .safetensors")
+    g.add_argument("--data", action="append", required=True, metavar="FILE",
+                   help="caption file (repeat for several): generation JSONL (original, negated, "
+                        "affirmed, ...), the released negationclip_captions_train2014.json layout "
+                        "(COCO + updated_caption), or plain COCO captions (with --mix original)")
+    g.add_argument("--val-data", action="append", default=None, metavar="FILE",
+                   help="validation caption file(s) (same layouts), instead of the random "
+                        "--val-fraction split of --data")
+    g.add_argument("--images", default=None, metavar="DIR",
+                   help="folder the records' image file names are relative to (absolute names "
+                        "are used as they are)")
+    g.add_argument("--out", required=True, metavar="DIR", help="run folder (best model, state, log, plot)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last state (optimizer, scheduler, RNG, "
+                        "data position restored: same weights as an uninterrupted run)")
+    g.add_argument("--save-openai", action="store_true",
+                   help="also write OUT/best_openai.pt, an OpenAI-style state dict")
+    g.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="image-embedding cache (default: $NEGATIONCLIP_CACHE or ~/.cache/negationclip)")
+    g = p.add_argument_group("optimisation (defaults: the released recipe)")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training captions")
+    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="global batch (all processes together); the contrastive negatives")
+    g.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="lr after warm-up")
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear lr warm-up steps")
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="batches per optimizer step (negatives stay within each batch)")
+    g.add_argument("--max-grad-norm", type=float, default=None, help="clip gradients to this norm")
+    g.add_argument("--freeze-logit-scale", action="store_true",
+                   help="keep the temperature fixed (the released script trains it)")
+    g.add_argument("--train-final-layer-norm", action="store_true",
+                   help="also train the final text layer norm (the released script freezes it)")
+    g = p.add_argument_group("data mix and hard negatives")
+    g.add_argument("--mix", choices=MIXES, default=d.mix,
+                   help="negated: negated captions only (the paper); both: + every original "
+                        "caption; ratio: + --original-ratio originals per negated caption; "
+                        "original: originals only (plain COCO captions)")
+    g.add_argument("--original-ratio", type=float, default=d.original_ratio,
+                   help="with --mix ratio: original captions added per negated caption")
+    g.add_argument("--hard-negatives", choices=HARD_NEGATIVES, default=d.hard_negatives,
+                   help="texts added as extra negatives for their own image in the image->text "
+                        "softmax: the original caption, the 'affirmed' caption (stating the "
+                        "object's presence), or both; none is the paper's setting")
+    g.add_argument("--hard-negative-margin", type=float, default=None,
+                   help="also a hinge per hard negative: cos(image, negated) must beat cos(image, "
+                        "hard text), and cos(negated, image) cos(negated, hard image), by this")
+    g.add_argument("--hard-negative-weight", type=float, default=d.hard_negative_weight,
+                   help="weight of the hinge term")
+    g.add_argument("--mine-negative-images", action="store_true",
+                   help="give each negated caption an extra negative image: a training image "
+                        "whose captions mention the negated object (text->image softmax); a "
+                        "record's own 'negative_image' field is used when present")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="held-out share for validation loss and best-checkpoint choice (0: none, "
+                        "the last weights are kept)")
+    g.add_argument("--split-by", choices=SPLITS, default=d.split_by,
+                   help="split by image (no image in both parts) or by caption (the released way)")
+    g.add_argument("--dedupe-images", action="store_true",
+                   help="avoid two captions of one image in a batch (they would be false negatives)")
+    g = p.add_argument_group("runtime")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of the split and the batch order")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="auto: bf16 autocast on CUDA when supported, fp32 on CPU")
+    g.add_argument("--compile", action="store_true", help="torch.compile the text tower")
+    g.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
+                   help="also validate every N steps (always after each epoch)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every_steps, metavar="STEPS",
+                   help="write the resume state every N steps (and at the end)")
+    g.add_argument("--log-every", type=int, default=d.log_every_steps, metavar="STEPS",
+                   help="write a log.jsonl record every N steps")
+    g.add_argument("--image-batch-size", type=int, default=d.image_batch_size,
+                   help="batch size of the one-off image-embedding pass")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    import json
+
+    from ..train import TrainConfig, finetune
+
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        schedule=args.schedule, warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
+        max_grad_norm=args.max_grad_norm, max_steps=args.max_steps,
+        train_logit_scale=not args.freeze_logit_scale,
+        freeze_final_layer_norm=not args.train_final_layer_norm, mix=args.mix,
+        original_ratio=args.original_ratio, hard_negatives=args.hard_negatives,
+        hard_negative_margin=args.hard_negative_margin,
+        hard_negative_weight=args.hard_negative_weight,
+        mine_negative_images=args.mine_negative_images, val_fraction=args.val_fraction,
+        split_by=args.split_by, dedupe_images_in_batch=args.dedupe_images, seed=args.seed,
+        device=args.device, precision=args.precision, compile=args.compile,
+        eval_every_steps=args.eval_every, checkpoint_every_steps=args.checkpoint_every,
+        log_every_steps=args.log_every, save_openai=args.save_openai,
+        image_batch_size=args.image_batch_size, cache_dir=args.cache_dir)
+    res = finetune(args.model, args.data, cfg, args.out, image_root=args.images,
+                   resume=args.resume, val_records=args.val_data)
+    if res.rank == 0:  # under torchrun every process returns; one summary is enough
+        print(json.dumps(res.summary(), indent=2))
+    return 0
