@@ -10,11 +10,10 @@ import json
 import os
 from pathlib import Path
 
-import torch
 
 from .. import __version__
 from ..utils.errors import NegationClipError
-from ..utils.io import atomic_dir, atomic_write_bytes
+from ..utils.io import atomic_dir, atomic_write_bytes, torch_bytes
 from .load import ClipBundle
 
 
@@ -54,10 +53,7 @@ def export_openai(bundle: ClipBundle, path: str | os.PathLike) -> Path:
         from safetensors.torch import save
         atomic_write_bytes(path, save(sd, metadata={"format": "openai-clip"}))
     else:
-        import io
-        buf = io.BytesIO()
-        torch.save(sd, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, torch_bytes(sd))
     return path
 
 

@@ -8,30 +8,18 @@ is read back with ``torch.load(weights_only=True)`` / safetensors: no pickled co
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..utils import NegationClipError, atomic_dir, load_json
+from ..utils import NegationClipError, atomic_dir, load_json, load_torch_state, torch_bytes
 
 STATE = "state"
 BEST = "best"
 
 
-def _torch_bytes(obj: Any) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-def _torch_read(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a damaged or foreign file
-        raise NegationClipError(f"{path}: cannot read resume state ({type(e).__name__}: {e})") from None
 
 
 def has_state(out_dir: str | Path) -> bool:
@@ -67,11 +55,11 @@ def save_state(out_dir: str | Path, *, model: torch.nn.Module, optimizer, schedu
                if p.requires_grad}
     with atomic_dir(target) as tmp:
         save_file(tensors, str(tmp / "trainable.safetensors"))
-        (tmp / "optimizer.pt").write_bytes(_torch_bytes(optimizer.state_dict()))
-        (tmp / "scheduler.pt").write_bytes(_torch_bytes(scheduler.state_dict()))
+        (tmp / "optimizer.pt").write_bytes(torch_bytes(optimizer.state_dict()))
+        (tmp / "scheduler.pt").write_bytes(torch_bytes(scheduler.state_dict()))
         if scaler is not None:
-            (tmp / "scaler.pt").write_bytes(_torch_bytes(scaler.state_dict()))
-        (tmp / "rng.pt").write_bytes(_torch_bytes(rng_state()))
+            (tmp / "scaler.pt").write_bytes(torch_bytes(scaler.state_dict()))
+        (tmp / "rng.pt").write_bytes(torch_bytes(rng_state()))
         meta = dict(meta, trainable={n: list(t.shape) for n, t in tensors.items()})
         (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
     return target
@@ -109,11 +97,11 @@ def load_state(out_dir: str | Path, *, model: torch.nn.Module, optimizer, schedu
     with torch.no_grad():
         for n, t in tensors.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))
-    optimizer.load_state_dict(_torch_read(folder / "optimizer.pt"))
-    scheduler.load_state_dict(_torch_read(folder / "scheduler.pt"))
+    optimizer.load_state_dict(load_torch_state(folder / "optimizer.pt"))
+    scheduler.load_state_dict(load_torch_state(folder / "scheduler.pt"))
     if scaler is not None and (folder / "scaler.pt").exists():
-        scaler.load_state_dict(_torch_read(folder / "scaler.pt"))
-    set_rng_state(_torch_read(folder / "rng.pt"))
+        scaler.load_state_dict(load_torch_state(folder / "scaler.pt"))
+    set_rng_state(load_torch_state(folder / "rng.pt"))
     return meta
 
 

@@ -24,7 +24,8 @@ from typing import Any, Callable
 import torch
 
 from ..utils import NegationClipError
-from ..utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_json
+from ..utils.io import (atomic_write_bytes, atomic_write_json, atomic_write_text, load_json,
+                        load_torch_state, torch_bytes)
 from ..utils.progress import progress
 from .loss import contrastive_loss
 
@@ -198,7 +199,7 @@ def pretrain(captions_path: str | os.PathLike, images_dir: str | os.PathLike,
     start = 0
     state_path = out_dir / STATE_FILE
     if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = load_torch_state(state_path)
         if state.get("config") != cfg.weights_fingerprint():
             raise NegationClipError(f"{state_path}: a resume state of a different configuration; "
                                     f"delete it or use another output folder")
@@ -208,11 +209,9 @@ def pretrain(captions_path: str | os.PathLike, images_dir: str | os.PathLike,
         curve = [list(x) for x in state["curve"]]
 
     def write_state(step: int) -> None:
-        import io
-        buf = io.BytesIO()
-        torch.save({"config": cfg.weights_fingerprint(), "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), "step": step, "curve": curve}, buf)
-        atomic_write_bytes(state_path, buf.getvalue())
+        atomic_write_bytes(state_path, torch_bytes({
+            "config": cfg.weights_fingerprint(), "model": model.state_dict(),
+            "optimizer": opt.state_dict(), "step": step, "curve": curve}))
 
     model.train()
     t0 = time.time()

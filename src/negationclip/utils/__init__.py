@@ -8,7 +8,9 @@ from .io import (
     atomic_write_json,
     atomic_write_text,
     load_json,
+    load_torch_state,
     read_jsonl,
+    torch_bytes,
 )
 from .progress import progress
 
@@ -20,6 +22,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "load_json",
+    "load_torch_state",
     "read_jsonl",
+    "torch_bytes",
     "progress",
 ]

@@ -95,6 +95,28 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     _fsync_dir(path.parent)
 
 
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` into bytes, for ``atomic_write_bytes`` or a file inside ``atomic_dir``."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def load_torch_state(path: str | os.PathLike) -> Any:
+    """A saved tensor state read with ``weights_only=True`` (no pickled code runs); a damaged or
+    foreign file is a NegationClipError naming it."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise NegationClipError(f"{path}: cannot read saved state ({type(e).__name__}: {e})") from None
+
+
 def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
     """Read a JSONL file.
 
