@@ -120,9 +120,10 @@ def load_torch_state(path: str | os.PathLike) -> Any:
 def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
     """Read a JSONL file.
 
-    A last line without its newline is what a killed writer leaves behind: it is dropped
-    (and, with ``repair=True``, cut from the file so appending can resume cleanly). A
-    malformed line anywhere else is an error naming the file and line.
+    A last line without its newline is kept if it is a whole JSON record (hand-written files
+    often end so); if it does not parse it is what a killed writer leaves behind and is dropped.
+    With ``repair=True`` the file is mended so appending resumes cleanly: a torn tail is cut, a
+    whole one gets its newline. A malformed line anywhere else is an error naming file and line.
     """
     path = Path(path)
     if not path.exists():
@@ -135,7 +136,17 @@ def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
     while pos < len(data):
         nl = data.find(b"\n", pos)
         lineno += 1
-        if nl == -1:  # unterminated tail: a write that was interrupted
+        if nl == -1:  # unterminated tail: a whole record, or a write that was interrupted
+            try:
+                tail = data[pos:].strip()
+                if tail:
+                    records.append(json.loads(tail))
+                if repair:
+                    with open(path, "ab") as f:
+                        f.write(b"\n")
+                good_end = len(data) + (1 if repair else 0)
+            except json.JSONDecodeError:
+                pass
             break
         line = data[pos:nl].strip()
         if line:
