@@ -255,6 +255,9 @@ class Bench:
         r = {"name": name, "numerator": numerator, "denominator": denominator, "key": key,
              "median_ratio": a["median"] / b["median"], "paired_min": min(paired),
              "paired_max": max(paired), "higher_is_better": higher_is_better}
+        fa, fb = self.arms[numerator].get("flops"), self.arms[denominator].get("flops")
+        if fa and fb:  # the ratio a compute-bound machine allows at equal efficiency
+            r["flops_ratio"] = fa / fb
         self.ratios.append(r)
         return r
 
@@ -336,7 +339,8 @@ class Bench:
         print_table(rows, cols)
         for r in self.ratios:
             print(f"{r['name']}: {r['median_ratio']:.2f}x (ratio of medians; per-run pairs "
-                  f"{r['paired_min']:.2f}-{r['paired_max']:.2f}x)")
+                  f"{r['paired_min']:.2f}-{r['paired_max']:.2f}x)"
+                  + (f"; FLOP ratio {r['flops_ratio']:.2f}x" if "flops_ratio" in r else ""))
         for t in self.targets:
             v = "n/a" if t["value"] is None else fmt(t["value"])
             state = "skipped" if t["met"] is None else ("met" if t["met"] else "NOT met")

@@ -1,6 +1,7 @@
 """One table from every benchmark's JSON: benchmarks/results/summary.md and summary.json.
 
     python benchmarks/summary.py [--results benchmarks/results]    # `make bench` runs it last
+    python benchmarks/summary.py --readme README.md                # and paste it into the README
 
 Per benchmark: its headline figure (median, and the min-max of the per-run values or paired
 ratios), every arm's median seconds with spread and achieved fraction of the matmul peak, its
@@ -19,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, fmt  # noqa: E402
 
+START, END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
 ORDER = ["eval_speed", "encode_text", "train_speed", "generate_calls", "generate_throughput",
          "negworld_render"]
 
@@ -42,8 +44,8 @@ def collect(results: Path) -> list[dict]:
 
 
 def markdown(benches: list[dict]) -> str:
-    lines = ["| benchmark | headline: median [min-max] | targets | matmul peak | load before -> after | busy |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| benchmark | headline: median [min-max] | FLOP ratio | of matmul peak | targets | peak | load before -> after | busy |",
+             "|---|---|---|---|---|---|---|---|"]
     for b in benches:
         h = b.get("headline") or {}
         head = (f"{h['what']}: **{fmt(h['value'])}{h['unit'] if h['unit'] == 'x' else ' ' + h['unit']}** "
@@ -52,7 +54,11 @@ def markdown(benches: list[dict]) -> str:
                        f"({'skipped' if t['met'] is None else 'met' if t['met'] else 'NOT met'})"
                        for t in b["targets"]) or "-"
         ld = b["load"]
+        fr = next((r["flops_ratio"] for r in b["ratios"] if "flops_ratio" in r), None)
+        fracs = ", ".join(f"{k} {100 * a['fraction_of_peak']:.0f}%" for k, a in b["arms"].items()
+                          if a.get("fraction_of_peak")) or "-"
         lines.append(f"| {b['benchmark']} ({b['protocol']['runs']} runs, {b['protocol']['threads']} thr.) | {head} | "
+                     f"{f'{fr:.2f}x' if fr else '-'} | {fracs} | "
                      f"{tg} | {b['peak']['gflops']:.0f} GFLOP/s | {ld['before'][0] if ld['before'] else '?'} -> "
                      f"{ld['after'][0] if ld['after'] else '?'} | {'**busy**' if ld['busy'] else 'quiet'} |")
     lines += ["", "| benchmark | arm | what | seconds: median [min-max] | GFLOP/s | of peak |",
@@ -71,6 +77,9 @@ def markdown(benches: list[dict]) -> str:
     if any(b.get("quick") for b in benches):
         notes.append("- some results come from `--quick` smoke runs: their figures mean nothing")
     busy = [b["benchmark"] for b in benches if b["load"]["busy"]]
+    notes.append("- FLOP ratio = the headline ratio's arms' FLOPs (counted from the shapes each forward "
+                 "runs): on a compute-bound CPU the speed-up cannot exceed it by more than the arms' "
+                 "efficiency difference (of matmul peak)")
     notes.append(f"- busy = a 1-minute load average sampled during the run exceeded threads + 0.5 "
                  f"(other work on the machine): {', '.join(busy) if busy else 'none'}")
     machine = benches[0]["machine"] if benches else {}
@@ -84,6 +93,8 @@ def markdown(benches: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default=str(RESULTS), help="folder of the benchmarks' JSON files")
+    ap.add_argument("--readme", default=None,
+                    help=f"also put the table into this file between the lines {START} and {END}")
     args = ap.parse_args(argv)
     root = Path(args.results)
     benches = collect(root)
@@ -104,6 +115,15 @@ def main(argv=None) -> int:
         os.replace(tmp, root / name)
     print(md)
     print(f"wrote {root / 'summary.md'} and {root / 'summary.json'}")
+    if args.readme:
+        path = Path(args.readme)
+        text = path.read_text()
+        if START not in text or END not in text:
+            print(f"error: {path}: no {START} ... {END} block to replace", file=sys.stderr)
+            return 2
+        head, rest = text.split(START, 1)
+        path.write_text(head + START + "\n" + md + rest[rest.index(END):])
+        print(f"updated {path}")
     return 0
 
 
