@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -41,6 +42,40 @@ def collect(results: Path) -> list[dict]:
         if isinstance(d, dict) and "protocol" in d and "arms" in d:
             found[d["benchmark"]] = d
     return [found[k] for k in sorted(found, key=lambda k: (ORDER.index(k) if k in ORDER else 99, k))]
+
+
+def phrase(b: dict) -> str:
+    """The headline as one README phrase: figure, spread, protocol, roofline, load."""
+    h = b.get("headline") or {}
+    if not h:
+        return "(no headline)"
+    unit = h["unit"] if h["unit"] == "x" else f" {h['unit']}"
+    parts = [f"median of {b['protocol']['runs']} interleaved runs, {b['protocol']['threads']} "
+             f"thread{'s' if b['protocol']['threads'] != 1 else ''}"]
+    fr = next((r["flops_ratio"] for r in b["ratios"] if "flops_ratio" in r), None)
+    if fr:
+        parts.append(f"FLOP ratio {fr:.2f}x")
+    fracs = [f"{k} {100 * a['fraction_of_peak']:.0f}%" for k, a in b["arms"].items() if a.get("fraction_of_peak")]
+    if fracs:
+        parts.append(f"of the {b['peak']['gflops']:.0f} GFLOP/s matmul peak: {', '.join(fracs)}")
+    ld = b["load"]
+    parts.append(f"load average {ld['before'][0] if ld['before'] else '?'} -> {ld['after'][0] if ld['after'] else '?'}"
+                 + (", busy machine" if ld["busy"] else ", quiet"))
+    return f"**{fmt(h['value'])}{unit}** [{fmt(h['min'])}-{fmt(h['max'])}] ({'; '.join(parts)})"
+
+
+def fill_readme(text: str, md: str, benches: list[dict]) -> str:
+    """Replace the table block and every ``<!-- bench:NAME -->...<!-- /bench -->`` phrase."""
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + START + "\n" + md + rest[rest.index(END):]
+    by_name = {b["benchmark"]: b for b in benches}
+
+    def sub(m: re.Match) -> str:
+        b = by_name.get(m.group(1))
+        return m.group(0) if b is None else f"<!-- bench:{m.group(1)} -->{phrase(b)}<!-- /bench -->"
+
+    return re.sub(r"<!-- bench:(\w+) -->.*?<!-- /bench -->", sub, text, flags=re.S)
 
 
 def markdown(benches: list[dict]) -> str:
@@ -94,7 +129,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default=str(RESULTS), help="folder of the benchmarks' JSON files")
     ap.add_argument("--readme", default=None,
-                    help=f"also put the table into this file between the lines {START} and {END}")
+                    help=f"also put the table into this file between the lines {START} and {END}, "
+                         "and each benchmark's headline where the file has <!-- bench:NAME -->...<!-- /bench -->")
     args = ap.parse_args(argv)
     root = Path(args.results)
     benches = collect(root)
@@ -121,8 +157,7 @@ def main(argv=None) -> int:
         if START not in text or END not in text:
             print(f"error: {path}: no {START} ... {END} block to replace", file=sys.stderr)
             return 2
-        head, rest = text.split(START, 1)
-        path.write_text(head + START + "\n" + md + rest[rest.index(END):])
+        path.write_text(fill_readme(text, md, benches))
         print(f"updated {path}")
     return 0
 

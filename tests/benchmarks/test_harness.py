@@ -124,6 +124,13 @@ def test_summary_table(fixed_machine, tmp_path, capsys):
     md = (tmp_path / "summary.md").read_text()
     assert "a over b: **2x**" in md and "**busy**" in md
     assert json.loads((tmp_path / "summary.json").read_text())["benchmarks"][0]["benchmark"] == "x"
+    readme = tmp_path / "README.md"
+    readme.write_text("Speed: <!-- bench:x -->old<!-- /bench -->.\n<!-- bench-summary:start -->\nold\n"
+                      "<!-- bench-summary:end -->\nrest\n")
+    assert summary.main(["--results", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "Speed: <!-- bench:x -->**2x** [2-2] (median of 1 interleaved runs" in text
+    assert "busy machine)<!-- /bench -->." in text and "old" not in text and text.endswith("end -->\nrest\n")
 
 
 @pytest.mark.parametrize("script", ["encode_text", "negworld_render"])
