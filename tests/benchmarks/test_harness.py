@@ -99,7 +99,7 @@ def test_bench_interleaves_and_reports(fixed_machine, tmp_path):
     assert got["arms"]["a"]["fraction_of_peak"] == pytest.approx(1e9 / 0.05 / 1e9 / 100)  # 20 of 100
     assert got["arms"]["b"]["fraction_of_peak"] is None  # no FLOPs known
     assert got["targets"][0]["met"] is False
-    # one sampled 1-minute load average (3.0) above threads + 0.5: flagged busy
+    # one sampled 1-minute load average (3.0) above max(threads, 2) + 0.5: flagged busy
     assert got["load"]["busy"] is True and got["load"]["max_1min"] == 3.0
     assert out["protocol"]["order"].startswith("interleaved")
 
