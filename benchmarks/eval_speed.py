@@ -20,9 +20,11 @@ NegBench multiple choice (--mcq-questions rows of a fabricated CSV in NegBench's
 - ``mcq-ours``: the package's NegBench MCQ evaluator (images decoded once, options batched);
   skipped, with a message, when this checkout does not have it.
 
-Targets (CPU): the ``ours`` arm runs at >= 70% of the matmul peak (both arms encode the same
-crops, so on a compute-bound CPU the ratio is bounded by the FLOPs saved: the pad-77 phrases
-and repeated crops; it is reported beside the target, never as one).
+Targets (CPU): the batched image pass (``pass``) and the whole negationclip evaluation
+(``ours``, decoding and cropping included) each run at >= 70% of the matmul peak. Both
+NegRefCOCOg arms encode the same crops, so on a compute-bound CPU the ratio is bounded by the
+FLOPs saved (the pad-77 phrases and repeated crops: the FLOP ratio printed beside it) and the
+efficiency gap; the ratio is reported beside the targets, never as one.
 
     python benchmarks/eval_speed.py                     # -> benchmarks/results/eval_speed.json
     python benchmarks/eval_speed.py --records 50 --runs 5 --threads 2
@@ -249,11 +251,11 @@ def main(argv=None) -> int:
     our_out = ["correct" if it["outcome"] in ("correct", "tie") else "wrong" for it in res["items"]]
     agree = sum(a == b for a, b in zip(state["ref"], our_out))
     r = bench.ratio("NegRefCOCOg speed-up (ref / ours)", "ref", "ours")
-    ceiling = bench.arms["pass"]["fraction_of_peak"]
-    bench.target("NegRefCOCOg negationclip arm, fraction of matmul peak",
+    bench.target("batched image pass (pass), fraction of matmul peak",
+                 bench.arms["pass"]["fraction_of_peak"], ">=", 0.70)
+    bench.target("whole NegRefCOCOg evaluation (ours, decode and crops included), fraction of peak",
                  bench.arms["ours"]["fraction_of_peak"], ">=", 0.70,
-                 note=f"image pass alone {ceiling:.0%}; speed-up {r['median_ratio']:.2f}x "
-                      f"[{r['paired_min']:.2f}-{r['paired_max']:.2f}] beside it")
+                 note=f"speed-up {r['median_ratio']:.2f}x [{r['paired_min']:.2f}-{r['paired_max']:.2f}] beside it")
     bench.set_headline("NegRefCOCOg speed-up (ref / ours)", r["median_ratio"], r["paired_min"],
                        r["paired_max"], "x")
     checks = {"negref_outcomes_agree": agree, "negref_records": len(records),
