@@ -10,7 +10,7 @@ NegRefCOCOg (the first --records released records):
 - ``ours``: ``evaluate_negrefcocog``: each image decoded once, unique crops batched through a
   fresh in-memory image-embedding cache (cold: nothing reused across runs), phrases once with
   dynamic padding.
-- ``pass``: the batched image pass alone (--batch-size crops, pixels already transformed):
+- ``pass``: the batched image pass alone (--pass-crops crops, pixels already transformed):
   the ceiling ``ours`` can reach on this machine.
 
 NegBench multiple choice (--mcq-questions rows of a fabricated CSV in NegBench's format,
@@ -195,12 +195,13 @@ def main(argv=None) -> int:
     ap.add_argument("--mcq-per-image", type=int, default=1,
                     help="MCQ rows per image (1 as in NegBench's COCO file: no decode to share)")
     ap.add_argument("--batch-size", type=int, default=64, help="negationclip crop/image batch size")
+    ap.add_argument("--pass-crops", type=int, default=32, help="crops in the image-pass-alone arm (one batch)")
     ap.add_argument("--tiny", action="store_true", help="tiny model instead of ViT-B/32 (smoke test)")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/eval_speed.json)")
     add_protocol_args(ap)
     args = ap.parse_args(argv)
     if args.quick:
-        args.tiny, args.records, args.mcq_questions, args.runs = True, 4, 3, 1
+        args.tiny, args.records, args.mcq_questions, args.pass_crops, args.runs = True, 4, 3, 8, 1
     src = Path(args.negrefcocog)
     if not src.is_file():
         print(f"error: {src} not found (pass --negrefcocog)", file=sys.stderr)
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
         fabricate_negref(records, root)
         sub = root / "records.json"
         sub.write_text(json.dumps(records))
-        crops = [Image.new("RGB", (200, 150), (i * 7 % 256, 90, 160)) for i in range(min(args.batch_size, 64))]
+        crops = [Image.new("RGB", (200, 150), (i * 7 % 256, 90, 160)) for i in range(args.pass_crops)]
         pixels = bundle.transform(crops)
         n_boxes = sum(len(r["bbox_list"]) for r in records)
         arms = [
@@ -274,7 +275,8 @@ def main(argv=None) -> int:
                      bench.arms["mcq-ours"]["fraction_of_peak"], ">=", 0.70,
                      note=f"speed-up {mr['median_ratio']:.2f}x [{mr['paired_min']:.2f}-{mr['paired_max']:.2f}] beside it")
     bench.write(args.out, config={"records": len(records), "model": "tiny" if args.tiny else "vit-b32-random",
-                                  "batch_size": args.batch_size, "images": "640x480 JPEG q90"},
+                                  "batch_size": args.batch_size, "pass_crops": args.pass_crops,
+                                  "mcq_questions": args.mcq_questions, "images": "640x480 JPEG q90"},
                 extra={"checks": checks, "mcq": mcq})
     print(f"NegRefCOCOg outcomes agree on {agree}/{len(records)} records"
           + (f"; NegBench MCQ accuracy reference {mcq['reference_accuracy']:.3f}, negationclip "

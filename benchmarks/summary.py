@@ -92,7 +92,9 @@ def markdown(benches: list[dict]) -> str:
         fr = next((r["flops_ratio"] for r in b["ratios"] if "flops_ratio" in r), None)
         fracs = ", ".join(f"{k} {100 * a['fraction_of_peak']:.0f}%" for k, a in b["arms"].items()
                           if a.get("fraction_of_peak")) or "-"
-        lines.append(f"| {b['benchmark']} ({b['protocol']['runs']} runs, {b['protocol']['threads']} thr.) | {head} | "
+        sizes = ", ".join(f"{k} {v}" for k, v in b.get("config", {}).items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool))
+        lines.append(f"| {b['benchmark']} ({b['protocol']['runs']} runs, {b['protocol']['threads']} thr.; {sizes}) | {head} | "
                      f"{f'{fr:.2f}x' if fr else '-'} | {fracs} | "
                      f"{tg} | {b['peak']['gflops']:.0f} GFLOP/s | {ld['before'][0] if ld['before'] else '?'} -> "
                      f"{ld['after'][0] if ld['after'] else '?'} | {'**busy**' if ld['busy'] else 'quiet'} |")
