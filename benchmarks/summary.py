@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, fmt  # noqa: E402
 
 START, END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
+OFF_PROTOCOL: list[str] = []  # result files of scripts not on the protocol (listed, not tabled)
 ORDER = ["eval_speed", "encode_text", "train_speed", "generate_calls", "generate_throughput",
          "negworld_render"]
 
@@ -39,8 +40,10 @@ def collect(results: Path) -> list[dict]:
             d = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise SystemExit(f"error: {p}: not readable JSON ({e})")
-        if isinstance(d, dict) and "protocol" in d and "arms" in d:
+        if isinstance(d, dict) and d.get("protocol") and "arms" in d:
             found[d["benchmark"]] = d
+        else:
+            OFF_PROTOCOL.append(p.name)
     return [found[k] for k in sorted(found, key=lambda k: (ORDER.index(k) if k in ORDER else 99, k))]
 
 
@@ -113,6 +116,9 @@ def markdown(benches: list[dict]) -> str:
     notes = [f"- {b['benchmark']}: {b['mcq']['note']}" for b in benches if (b.get("mcq") or {}).get("note")]
     if any(b.get("quick") for b in benches):
         notes.append("- some results come from `--quick` smoke runs: their figures mean nothing")
+    if OFF_PROTOCOL:
+        notes.append(f"- not on the protocol (no interleaved runs, spread or load flag), left out: "
+                     f"{', '.join(sorted(set(OFF_PROTOCOL)))}")
     busy = [b["benchmark"] for b in benches if b["load"]["busy"]]
     notes.append("- FLOP ratio = the headline ratio's arms' FLOPs (counted from the shapes each forward "
                  "runs): on a compute-bound CPU the speed-up cannot exceed it by more than the arms' "
