@@ -1,4 +1,7 @@
-"""NegBench-style negation tests built from COCO-format instances (COCO, NegWorld, ...).
+"""``coco-negation``: negationclip's own negation tests built from COCO-format instances (COCO,
+NegWorld, ...). NOT NegBench: the captions and the metric are negationclip's, so its figures
+cannot stand beside NegBench's published ones (for those, ``negbench-mcq`` and
+``negbench-retrieval`` read NegBench's released CSVs). It was called "NegBench-style" before.
 
 For every image an object X it contains and a plausible object Y it lacks (chosen in
 proportion to how often Y co-occurs with X elsewhere in the dataset, so the negated object is
@@ -34,7 +37,7 @@ from ..data.coco import CocoInstances, load_coco_instances
 from ..models import ClipBundle, ImageEmbeddingCache, encode_text
 from ..utils import NegationClipError
 from .images import check_missing, embed_keys, load_whole
-from .metrics import choice_outcomes, set_recall_at_k, top1_rate
+from .metrics import TIE_TOL, choice_accuracy, set_recall_at_k, top1_rate
 from .negrefcocog import _model_name
 
 TYPES = ("affirmation", "negation", "hybrid")
@@ -79,7 +82,7 @@ class Query:
     affirmative_positives: set[int]
 
 
-def build_negbench(inst: CocoInstances, *, max_images: int | None = None, seed: int = 0
+def build_coco_negation(inst: CocoInstances, *, max_images: int | None = None, seed: int = 0
                    ) -> tuple[list[int], list[Question], list[Query], Counter]:
     """(gallery image ids, questions, negated-retrieval queries, skip counts), deterministic in
     ``seed``."""
@@ -135,15 +138,18 @@ def build_negbench(inst: CocoInstances, *, max_images: int | None = None, seed: 
     return ids, questions, list(queries.values()), skipped
 
 
-def evaluate_negbench(bundle: ClipBundle, instances: str | os.PathLike | CocoInstances,
+def evaluate_coco_negation(bundle: ClipBundle, instances: str | os.PathLike | CocoInstances,
                       image_root: str | os.PathLike, *, cache: ImageEmbeddingCache | None = None,
                       max_images: int | None = None, seed: int = 0, batch_size: int = 64,
                       max_missing: float = 0.05, missing_out: str | os.PathLike | None = None,
-                      model_name: str | None = None, benchmark: str = "negbench") -> dict:
-    """MCQ accuracy (``accuracy``, and per template type) and negated-retrieval recall."""
+                      model_name: str | None = None, benchmark: str = "coco-negation", tie_tol: float = TIE_TOL) -> dict:
+    """MCQ accuracy (``accuracy``, and per template type) and negated-retrieval recall.
+
+    Options are shuffled, so "first maximum" has no privileged position: ``accuracy``
+    (= ``accuracy_official``) is the first maximum within ``tie_tol`` of the best."""
     t0 = time.perf_counter()
     inst = instances if isinstance(instances, CocoInstances) else load_coco_instances(instances)
-    ids, questions, queries, skipped = build_negbench(inst, max_images=max_images, seed=seed)
+    ids, questions, queries, skipped = build_coco_negation(inst, max_images=max_images, seed=seed)
     if not questions:
         raise NegationClipError(f"{benchmark}: no image has both a present and an absent category")
     root = Path(image_root)
@@ -162,15 +168,18 @@ def evaluate_negbench(bundle: ClipBundle, instances: str | os.PathLike | CocoIns
     mq = [q for q in questions if bool(ok[q.image])]
     if mq:
         scores = torch.stack([temb[[tix[o] for o in q.options]] @ img[q.image] for q in mq])
-        right, tie = choice_outcomes(scores, torch.tensor([q.answer for q in mq]))
     else:
-        right = tie = torch.zeros(0, dtype=torch.bool)
-    out |= {"accuracy": float(right.float().mean()) if mq else None, "correct": int(right.sum()),
-            "total": len(mq), "ties": int(tie.sum())}
+        scores = torch.zeros(0, 4)
+    answers = torch.tensor([q.answer for q in mq], dtype=torch.long)
+    if mq:
+        out |= choice_accuracy(scores, answers, tie_tol)
+    else:
+        out |= {"accuracy": None, "accuracy_official": None, "accuracy_strict": None,
+                "correct": 0, "total": 0, "ties": 0}
     for kind in TYPES:
         m = torch.tensor([q.kind == kind for q in mq], dtype=torch.bool).reshape(-1)
         n = int(m.sum())
-        out[f"mcq_{kind}_accuracy"] = float(right[m].float().mean()) if n else None
+        out[f"mcq_{kind}_accuracy"] = choice_accuracy(scores[m], answers[m], tie_tol)["accuracy"] if n else None
         out[f"mcq_{kind}_total"] = n
 
     # negated retrieval over the readable gallery
