@@ -10,7 +10,7 @@ def _run(bundle, _payload, inputs: dict, ctx) -> dict:
                              image_root=inputs.get("zeroshot_images"),
                              classnames=inputs.get("zeroshot_classnames"),
                              templates=inputs.get("zeroshot_templates") or "openai",
-                             limit=ctx.limit, **ctx.common())
+                             limit=ctx.limit, tie_tol=ctx.tie_tol, **ctx.common())
 
 
 BENCHMARK = Benchmark(
