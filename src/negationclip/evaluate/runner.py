@@ -207,6 +207,7 @@ def run_eval(models: list[str], benchmarks: list[str], cfg: EvalConfig, *,
                 f"({', '.join(changed)}); earlier results are kept (use --overwrite to redo them)")
     results["config"] = config
     results["software"] = software_versions()
+    results["errors"] = {}  # this run's errors only; finished results are kept
     for b, msg in plan_errors.items():
         log_error(f"{b}: error: {msg}")
         for label in labels:
