@@ -47,6 +47,12 @@ def collect(results: Path) -> list[dict]:
     return [found[k] for k in sorted(found, key=lambda k: (ORDER.index(k) if k in ORDER else 99, k))]
 
 
+def sizes(b: dict) -> str:
+    """The run's numeric settings (records, captions, batch, ...), as its JSON config has them."""
+    return ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in b.get("config", {}).items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
 def phrase(b: dict) -> str:
     """The headline as one README phrase: figure, spread, protocol, roofline, load."""
     h = b.get("headline") or {}
@@ -55,6 +61,8 @@ def phrase(b: dict) -> str:
     unit = h["unit"] if h["unit"] == "x" else f" {h['unit']}"
     parts = [f"median of {b['protocol']['runs']} interleaved runs, {b['protocol']['threads']} "
              f"thread{'s' if b['protocol']['threads'] != 1 else ''}"]
+    if sizes(b):
+        parts.append(sizes(b))
     fr = next((r["flops_ratio"] for r in b["ratios"] if "flops_ratio" in r), None)
     if fr:
         parts.append(f"FLOP ratio {fr:.2f}x")
@@ -95,9 +103,7 @@ def markdown(benches: list[dict]) -> str:
         fr = next((r["flops_ratio"] for r in b["ratios"] if "flops_ratio" in r), None)
         fracs = ", ".join(f"{k} {100 * a['fraction_of_peak']:.0f}%" for k, a in b["arms"].items()
                           if a.get("fraction_of_peak")) or "-"
-        sizes = ", ".join(f"{k} {v}" for k, v in b.get("config", {}).items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool))
-        lines.append(f"| {b['benchmark']} ({b['protocol']['runs']} runs, {b['protocol']['threads']} thr.; {sizes}) | {head} | "
+        lines.append(f"| {b['benchmark']} ({b['protocol']['runs']} runs, {b['protocol']['threads']} thr.; {sizes(b)}) | {head} | "
                      f"{f'{fr:.2f}x' if fr else '-'} | {fracs} | "
                      f"{tg} | {b['peak']['gflops']:.0f} GFLOP/s | {ld['before'][0] if ld['before'] else '?'} -> "
                      f"{ld['after'][0] if ld['after'] else '?'} | {'**busy**' if ld['busy'] else 'quiet'} |")
