@@ -15,13 +15,14 @@ from ._base import _Formatter
 from .apps import _add_segment, _add_segment_eval, _add_t2i
 from .demo import _add_demo
 from .evaluate import _add_build_negrefcocog, _add_eval
+from .explore import _add_explore
 from .generate import _add_generate
 from .models import _add_convert, _add_encode
 from .train import _add_train
 from .world import _add_world
 
 _COMMANDS = [_add_demo, _add_convert, _add_encode, _add_world, _add_generate, _add_eval, _add_build_negrefcocog,
-             _add_train, _add_t2i, _add_segment, _add_segment_eval]
+             _add_train, _add_t2i, _add_segment, _add_segment_eval, _add_explore]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from typing import Callable
 
 from ..utils import NegationClipError, load_json
 from ..utils.progress import progress
+from .html_report import write_html_report
 from .report import FORMAT, headline, new_results, software_versions, write_report
 
 
@@ -259,4 +260,5 @@ def run_eval(models: list[str], benchmarks: list[str], cfg: EvalConfig, *,
         gc.collect()
     results["errors"] = {m: e for m, e in results["errors"].items() if e}
     write_report(results, out, charts=cfg.charts)
+    write_html_report(results, out / "report.html", title="negationclip evaluation")
     return results
