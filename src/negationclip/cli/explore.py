@@ -39,6 +39,8 @@ def _add_explore(sub) -> None:
                    help="image-embedding cache folder ('none': memory only); default RUN/image_cache "
                         "with --demo, else $NEGATIONCLIP_CACHE or ~/.cache/negationclip")
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 keeps queries fast on a busy machine)")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.set_defaults(func=_cmd_explore)
 
@@ -77,6 +79,10 @@ def _cmd_explore(args) -> int:
         raise NegationClipError("explore: give --images FOLDER (or --demo RUN)")
     if args.top_k < 1:
         raise NegationClipError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cache = ImageEmbeddingCache(False if cache_dir == "none" else cache_dir)
     explorer = Explorer.open(models, images, cache=cache, device=args.device)
     from ..apps.explore.page import ExplorePage, serve

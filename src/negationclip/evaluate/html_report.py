@@ -47,7 +47,7 @@ _CSS = """
 .nc-report .nc-example .nc-q{font-style:italic;margin-bottom:4px}
 .nc-report .nc-example figure{display:inline-block;margin:2px;vertical-align:top;text-align:center;
   font-size:.8em;max-width:200px}
-.nc-report .nc-example img{display:block;max-width:192px;image-rendering:pixelated;border:3px solid #ddd}
+.nc-report .nc-example img{display:block;width:160px;height:auto;image-rendering:pixelated;border:3px solid #ddd}
 .nc-report .nc-example img.nc-right{border-color:#1a9850}.nc-report .nc-example img.nc-wrong{border-color:#d73027}
 .nc-report .nc-errors li{color:#b00020}
 .nc-report details{margin:.5em 0}.nc-report pre{font-size:.8em;background:#f7f7f7;padding:6px;overflow:auto}
