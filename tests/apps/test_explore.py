@@ -182,6 +182,7 @@ def test_page_handlers(folder, bundles, tmp_path):
     msg = page.search("", 3, False)
     assert 'nc-error' in msg and "type a query" in msg
     assert "no negation found" in page.search("a red circle", 3, True)
+    assert page.toggle("", 3, True) == "" and page.toggle(q, 3, True) == out
     notes = page.notices()
     assert "1 of 13 images skipped" in notes and "model &#x27;bad&#x27; failed to load" in notes
     # results tab

@@ -119,6 +119,10 @@ class ExplorePage:
             return f"<style>{_CSS}</style>" + message_html(f"unexpected error ({type(e).__name__}: {e}); "
                                                            "details in the terminal")
 
+    def toggle(self, query: str, k: float | int | None = None, affirmed: bool = False) -> str:
+        """The checkbox changed: search again, unless nothing was typed yet (no error for that)."""
+        return self.search(query, k, affirmed) if (query or "").strip() else ""
+
     # --- results tab ----------------------------------------------------------------------
     def results(self, path: str) -> str:
         """A results file rendered as the HTML report's body, or a message."""
@@ -175,7 +179,7 @@ def build_app(page: ExplorePage, title: str = "negationclip explore"):
             hits = gr.HTML(elem_id="hits")
             for trigger in (go.click, query.submit):
                 trigger(page.search, [query, k, affirmed], hits, show_progress="minimal")
-            affirmed.change(page.search, [query, k, affirmed], hits, show_progress="minimal")
+            affirmed.change(page.toggle, [query, k, affirmed], hits, show_progress="minimal")
         with gr.Tab("Results", elem_id="tab-results"):
             with gr.Row():
                 rpath = gr.Textbox(label="results file (results.json, compare.json or demo report.json)",
