@@ -157,12 +157,12 @@ def test_eval_writes_report_html(tmp_path):
     assert main(["eval", "--model", f"a={tmp_path / 'm0'}", "--model", f"b={tmp_path / 'm1'}",
                  "--model", f"gone={tmp_path / 'nope'}", "--benchmark", "valse",
                  "--valse-dir", str(tmp_path), "--valse-images", str(tmp_path / "imgs"),
-                 "--out", str(out), "--cache-dir", "none", "--no-charts"]) == 1  # 1: a model failed
+                 "--out", str(out), "--cache-dir", "none", "--no-charts"]) == 2  # 2: a model failed
     res = json.loads((out / "results.json").read_text())
     p = _parse((out / "report.html").read_text())
     summary = {r["attrs"]["data-model"]: r["cells"] for r in p.rows
                if "nc-model-row" in (r["attrs"].get("class") or "")}
     assert set(summary) == {"a", "b", "gone"}
     for m in ("a", "b"):
-        assert summary[m][1] == f"{100 * res['results'][m]['valse-existence']['accuracy']:.2f}"
+        assert summary[m][1] == f"{100 * res['results'][m]['valse:existence']['accuracy_official']:.2f}"
     assert summary["gone"][1] == "error"
