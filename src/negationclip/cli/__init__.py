@@ -11,6 +11,7 @@ import sys
 
 from .. import __version__
 from ..utils.errors import NegationClipError
+from ..utils.paths import os_error
 from ._base import _Formatter
 from .apps import _add_segment, _add_segment_eval, _add_t2i
 from .demo import _add_demo
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except NegationClipError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a writer that missed its own translation: still no traceback
+        print(f"error: {os_error(e.filename or '?', e, 'access')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

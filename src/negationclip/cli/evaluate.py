@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from ..evaluate.runner import BENCHMARK_NAMES, EvalConfig
+from ..utils.paths import check_output
 from ._base import _parser
+from ._types import device, nonneg_float, nonneg_int, positive_int, probability
 
 EVAL_EPILOG = """\
 benchmarks:
@@ -49,14 +52,14 @@ def add_eval_parser(sub, make_parser) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="image-embedding cache folder ('none': memory only); default "
                         "$NEGATIONCLIP_CACHE or ~/.cache/negationclip")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="model dtype")
-    p.add_argument("--batch-size", type=int, default=64, help="image encoding batch size")
-    p.add_argument("--max-missing", type=float, default=0.05,
+    p.add_argument("--batch-size", type=positive_int, default=64, help="image encoding batch size")
+    p.add_argument("--max-missing", type=probability, default=0.05,
                    help="fail a benchmark when more than this fraction of its images is missing "
                         "or unreadable (the list is written to <out>/missing/)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N items per benchmark")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N items per benchmark")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh instead of resuming from <out>/results.json")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG bar charts")
@@ -68,7 +71,7 @@ def add_eval_parser(sub, make_parser) -> None:
     g.add_argument("--valse-file", dest="valse_files", action="append", default=None,
                    help="a single VALSE piece file (repeat), e.g. a NegWorld valse_existence.json")
     g.add_argument("--valse-images", help="folder with the images named by 'image_file'")
-    g.add_argument("--valse-mturk-min-votes", type=int, default=None,
+    g.add_argument("--valse-mturk-min-votes", type=nonneg_int, default=None,
                    help="keep only items at least this many VALSE annotators validated (0-3)")
     g = p.add_argument_group("zero-shot classification")
     g.add_argument("--zeroshot-root", help="ImageFolder tree root/<class>/<image> (ImageNet val "
@@ -86,14 +89,14 @@ def add_eval_parser(sub, make_parser) -> None:
     g.add_argument("--coco-captions", help="COCO captions file (instead of --karpathy)")
     g.add_argument("--coco-image-list", help="file names or ids of the images to use, one a line")
     g.add_argument("--retrieval-images", help="image root (Karpathy: holds val2014/ etc.)")
-    g.add_argument("--captions-per-image", type=int, default=None,
+    g.add_argument("--captions-per-image", type=positive_int, default=None,
                    help="use at most this many captions per image (default: all)")
     g = p.add_argument_group("NegBench-style tests")
     g.add_argument("--negbench-instances", help="COCO-format instances file (COCO or NegWorld)")
     g.add_argument("--negbench-images", help="folder the instances' file_name values are relative to")
-    g.add_argument("--negbench-max-images", type=int, default=None,
+    g.add_argument("--negbench-max-images", type=positive_int, default=None,
                    help="sample at most this many images (seeded)")
-    g.add_argument("--seed", type=int, default=0, help="seed for the NegBench construction")
+    g.add_argument("--seed", type=nonneg_int, default=0, help="seed for the NegBench construction")
     g = p.add_argument_group("NegWorld negation pairs")
     g.add_argument("--negation-pairs", help="negation_pairs.json of a NegWorld export")
     g.add_argument("--negation-pairs-root", help="export root (default: the file's folder)")
@@ -110,9 +113,18 @@ def run_eval_cli(args) -> int:
     from ..evaluate.runner import run_eval
 
     cfg = eval_config_from_args(args)
-    results = run_eval(args.model, args.benchmark, cfg)
+    check_output(cfg.out_dir, kind="dir", overwrite=args.overwrite)
+    results = run_eval(args.model, args.benchmark, cfg, log=_log)
     print(f"wrote {cfg.out_dir}/results.json, results.md" + ("" if args.no_charts else ", charts/"))
-    return 1 if results.get("errors") else 0
+    errors = [(m, b, e) for m, per in (results.get("errors") or {}).items() for b, e in per.items()]
+    for m, b, e in errors:  # the contract: failures on stderr, exit 2, after the other benchmarks
+        print(f"error: {m} / {b}: {e}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _log(msg: str) -> None:
+    """run_eval's log: progress lines to stdout, its per-benchmark error lines to stderr."""
+    print(msg, file=sys.stderr if ": error: " in msg else sys.stdout)
 
 
 def add_build_negrefcocog_parser(sub, make_parser) -> None:
@@ -133,11 +145,11 @@ def add_build_negrefcocog_parser(sub, make_parser) -> None:
     p.add_argument("--cue", action="append", default=None,
                    help="negation cue (repeat; default: no not without none nothing nobody "
                         "n't neither nor)")
-    p.add_argument("--min-box-area", type=float, default=0.0,
+    p.add_argument("--min-box-area", type=nonneg_float, default=0.0,
                    help="drop boxes smaller than this many pixels (P+: the record; P-: that box)")
-    p.add_argument("--min-box-area-frac", type=float, default=0.0,
+    p.add_argument("--min-box-area-frac", type=probability, default=0.0,
                    help="same, as a fraction of the image area")
-    p.add_argument("--expand-ratio", type=float, default=0.0,
+    p.add_argument("--expand-ratio", type=nonneg_float, default=0.0,
                    help="grow each box by ratio*size/2 on every side (clipped to the image)")
     p.add_argument("--all-negatives", action="store_true",
                    help="one record with every P- box instead of one record per (P+, P-) pair")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..utils import NegationClipError, load_json
+from ..utils import checks
 from ..utils.progress import progress
 from .report import FORMAT, headline, new_results, software_versions, write_report
 
@@ -65,6 +66,11 @@ class EvalConfig:
     negation_pairs: str | None = None
     negation_pairs_root: str | None = None
     negation_pairs_split: str | None = None
+
+    def __post_init__(self) -> None:  # the CLI's rules for the Python API too (utils.checks)
+        self.batch_size = checks.positive_int(self.batch_size, "eval: batch_size")
+        self.limit = checks.optional_positive_int(self.limit, "eval: limit")
+        self.max_missing = checks.probability(self.max_missing, "eval: max_missing")
 
 
 BENCHMARK_NAMES = ("negrefcocog", "valse", "valse-<piece>", "zeroshot", "coco-retrieval",
