@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..utils.paths import check_output
 from ._base import _parser
 from ._types import device, nonneg_float, nonneg_int, positive_int, probability
 
@@ -75,6 +76,10 @@ def _add_t2i(sub) -> None:
 def _cmd_t2i(args) -> int:
     from ..apps.commands import T2IConfig, run_t2i
 
+    check_output(args.out, kind="dir")
+    if args.save_pipeline:
+        check_output(args.save_pipeline, kind="dir", option="--save-pipeline")
+
     run_t2i(T2IConfig(
         pipeline=args.pipeline, out=args.out, text_encoder=args.text_encoder, prompts=args.prompts,
         compare=args.compare, seeds=args.seeds, steps=args.steps, guidance_scale=args.guidance,
@@ -115,6 +120,10 @@ def _add_segment(sub) -> None:
 
 def _cmd_segment(args) -> int:
     from ..apps.commands import run_segment
+
+    check_output(args.out, kind="file")
+    if args.mask_out:
+        check_output(args.mask_out, kind="file", option="--mask-out")
 
     run_segment(args.clipseg, args.image, args.text, args.out, text_encoder=args.text_encoder,
                 threshold=args.threshold, device=args.device, dtype=args.dtype, mask_out=args.mask_out)
@@ -161,6 +170,8 @@ def _add_segment_eval(sub) -> None:
 
 def _cmd_segment_eval(args) -> int:
     from ..apps.commands import SegEvalConfig, run_segment_eval
+
+    check_output(args.out, kind="dir")
 
     run_segment_eval(SegEvalConfig(
         clipseg=args.clipseg, format=args.format, data=args.data, images=args.images, out=args.out,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..utils.paths import check_output
 from ._base import _parser
 from ._types import nonneg_int, positive_int
 
@@ -34,6 +35,7 @@ def _add_demo(sub) -> None:
 def _cmd_demo(args) -> int:
     from ..demo import DemoConfig, run_demo
 
+    check_output(args.out, kind="dir")
     cfg = DemoConfig(out=args.out, quick=args.quick, ablation=args.ablation, seed=args.seed,
                      base=args.base, threads=args.threads)
     if args.steps is not None:

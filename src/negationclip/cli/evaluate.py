@@ -162,6 +162,7 @@ def add_build_negrefcocog_parser(sub, make_parser) -> None:
 def run_build_negrefcocog_cli(args) -> int:
     from ..evaluate.refcocog_build import NEGATION_CUES, BuildConfig, build_negrefcocog, write_negrefcocog
 
+    check_output(args.out, kind="file")
     cfg = BuildConfig(cues=tuple(args.cue) if args.cue else NEGATION_CUES,
                       splits=tuple(args.split) if args.split else None,
                       min_box_area=args.min_box_area, min_box_area_frac=args.min_box_area_frac,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..utils.errors import NegationClipError
+from ..utils.paths import check_output
 from ._base import _parser
 from ._types import nonneg_float, nonneg_int, positive_float, positive_int, probability
 
@@ -59,6 +60,7 @@ def _cmd_world_build(args) -> int:
 
     from ..data.negworld import WorldConfig, build_world
 
+    check_output(args.out, kind="dir")
     if args.val_fraction < 0 or args.test_fraction < 0 or args.val_fraction + args.test_fraction >= 1:
         raise NegationClipError("world build: need val and test fractions >= 0 with a sum below 1")
     cfg = WorldConfig(images=args.images, seed=args.seed, size=args.size,
@@ -117,6 +119,7 @@ def _cmd_world_pretrain(args) -> int:
 
     from ..train.pretrain import PretrainConfig, pretrain, update_record
 
+    check_output(args.out, kind="dir")
     if bool(args.world) == bool(args.captions):
         raise NegationClipError("world pretrain: give either --world or --captions (with --images)")
     world = None

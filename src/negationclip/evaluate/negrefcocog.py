@@ -41,7 +41,8 @@ def evaluate_negrefcocog(bundle: ClipBundle, path: str | os.PathLike | Sequence[
 
     Returns ``{"benchmark", "model", "accuracy", "correct", "total", "ties",
     "accuracy_ties_as_correct", "items_per_second", "missing_images", "skipped",
-    "clipped_boxes", ...}``; with ``return_items`` also ``items`` (per-record outcome and
+    "clipped_boxes", "skipped_single_box", ...}`` (records with one candidate box are counted
+    and left out: there is nothing to choose); with ``return_items`` also ``items`` (per-record outcome and
     scores, for error analysis).
     """
     t0 = time.perf_counter()
@@ -88,10 +89,14 @@ def evaluate_negrefcocog(bundle: ClipBundle, path: str | os.PathLike | Sequence[
     text = encode_text(bundle, phrases, batch_size=256, show_progress=False)
     tix = {p: i for i, p in enumerate(phrases)}
 
-    correct = ties = total = skipped = 0
+    correct = ties = total = skipped = single = 0
     per_item = []
     by_n = Counter()
     for i, (it, ks) in enumerate(zip(items, keys_per_item)):
+        if len(ks) < 2:  # nothing to choose between: counting it correct would inflate accuracy
+            single += 1
+            per_item.append({"index": i, "outcome": "single_box"})
+            continue
         if any(k not in emb.index or not bool(emb.ok[emb.index[k]]) for k in ks):
             skipped += 1
             per_item.append({"index": i, "outcome": "missing"})
@@ -113,6 +118,7 @@ def evaluate_negrefcocog(bundle: ClipBundle, path: str | os.PathLike | Sequence[
         "ties": ties, "accuracy_ties_as_correct": (correct + ties) / total if total else None,
         "items_per_second": len(items) / elapsed if elapsed > 0 else None,
         "missing_images": len(missing), "skipped": skipped, "clipped_boxes": clipped,
+        "skipped_single_box": single,
         "crops": len(wanted), "image_decodes": loader.decodes, "seconds": elapsed,
         "file": source,
     }

@@ -14,7 +14,9 @@ from .errors import NegationClipError
 
 
 def _int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
+        raise NegationClipError(f"{name}: expected an integer, got {value!r}")
+    if not isinstance(value, int):
         try:
             f = float(value)
         except (TypeError, ValueError):

@@ -37,8 +37,10 @@ _WHY = {
 def os_error(path, e: OSError, action: str = "write") -> NegationClipError:
     """A NegationClipError for an OSError met while doing ``action`` on ``path``."""
     why = _WHY.get(e.errno or -1) or e.strerror or str(e)
-    where = e.filename if e.filename not in (None, "") else path
-    return NegationClipError(f"{where}: cannot {action}: {why}")
+    other = e.filename if e.filename not in (None, "") and str(e.filename) != str(path) else None
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and other is not None and Path(other).is_file():
+        why, other = f"{other} is a file, where a folder is needed", None
+    return NegationClipError(f"{path}: cannot {action}: {why}" + (f" ({other})" if other else ""))
 
 
 @contextlib.contextmanager
