@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import NegationClipError
-from .paths import current_umask, os_error
+from .paths import as_os_error, current_umask, os_error
 
 
 def load_json(path: str | os.PathLike) -> Any:
@@ -94,8 +94,9 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
         yield tmp
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise os_error(path, e) from None
+        oe = as_os_error(e)  # also native writers' I/O errors (safetensors, ...)
+        if oe is not None:
+            raise os_error(path, oe) from None
         raise
     try:
         if path.exists():

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -43,13 +44,28 @@ def os_error(path, e: OSError, action: str = "write") -> NegationClipError:
     return NegationClipError(f"{path}: cannot {action}: {why}" + (f" ({other})" if other else ""))
 
 
+def as_os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: itself, or one a native writer reported as text (safetensors
+    raises ``SafetensorError("... I/O error: File too large (os error 27)")``)."""
+    if isinstance(e, OSError):
+        return e
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    if m:
+        n = int(m.group(1))
+        return OSError(n, os.strerror(n))
+    return None
+
+
 @contextlib.contextmanager
 def writing(path, action: str = "write") -> Iterator[None]:
     """Run a block that writes ``path``; an OSError becomes a NegationClipError naming it."""
     try:
         yield
-    except OSError as e:
-        raise os_error(path, e, action) from None
+    except Exception as e:
+        oe = as_os_error(e)
+        if oe is None:
+            raise
+        raise os_error(path, oe, action) from None
 
 
 def current_umask() -> int:
