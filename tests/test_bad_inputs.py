@@ -235,3 +235,25 @@ def test_disk_full_in_train_is_a_clear_error(env):
     assert r.returncode == 2, r.stderr[-2000:]
     assert "error:" in r.stderr and "Traceback" not in r.stderr
     assert "cannot write" in r.stderr
+
+
+def test_a_bomb_image_in_training_data_is_a_counted_skip(env, capsys):
+    """One decompression-bomb image among the training images no longer aborts the run."""
+    import shutil
+
+    images = env["root"] / "images_with_bomb"
+    if not images.exists():
+        shutil.copytree(env["world"] / "images", images)
+    recs = [json.loads(x) for x in env["gen"].read_text().splitlines()]
+    _png_header_only(images / "bomb.png", 20000, 20000)
+    recs[0] = {**recs[0], "image_file": "bomb.png"}
+    data = env["root"] / "with_bomb.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = env["root"] / "run_bomb"
+    rc = main(["train", "--model", str(env["model"]), "--data", str(data), "--images", str(images),
+               "--out", str(out), "--max-steps", "1", "--batch-size", "4", "--val-fraction", "0",
+               "--cache-dir", str(env["root"] / "cache_bomb")])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    summary = json.loads(cap.out[cap.out.index("{"):])
+    assert summary["skipped"] == {"captions whose image is missing or unreadable": 1}

@@ -198,3 +198,32 @@ def test_output_lock_refuses_a_second_writer_naming_the_holder(tmp_path):
     assert lock_holder(out) is None  # the kernel dropped the dead holder's lock
     with OutputLock(out):
         pass
+
+
+def test_unreadable_inputs_are_named_errors(tmp_path, monkeypatch):
+    """PermissionError on an input (simulated: root reads everything) -> a named error."""
+    from negationclip.utils import load_json, read_jsonl
+
+    f = tmp_path / "captions.json"
+    f.write_text("{}")
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(f))
+
+    monkeypatch.setattr("negationclip.utils.io.open", denied, raising=False)
+    with pytest.raises(NegationClipError, match=r"captions\.json: cannot read: permission denied"):
+        load_json(f)
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(NegationClipError, match="cannot read: permission denied"):
+        read_jsonl(f)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_captions_in_generate_is_a_clear_error(tmp_path, capsys):
+    from negationclip.cli import main
+
+    f = tmp_path / "captions.json"
+    f.write_text('{"images": [], "annotations": []}')
+    f.chmod(0)
+    assert main(["generate", "p1", "--captions", str(f), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "permission denied" in capsys.readouterr().err

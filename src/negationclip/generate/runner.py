@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..utils import JsonlWriter, NegationClipError, atomic_write_text, progress, read_jsonl
+from ..utils import checks
 from ..utils.paths import OutputLock
 from .backends.base import (GroupProposeTask, ProposeTask, Proposer, RewriteTask, Rewriter, VerifyTask, Verifier,
                             stable_seed)
@@ -100,6 +101,8 @@ class Runner:
                  rewriter: Rewriter):
         if cfg.pipeline not in ("P1", "Rand-P1", "P2"):
             raise NegationClipError(f"unknown pipeline {cfg.pipeline!r}")
+        cfg.limit = checks.optional_positive_int(cfg.limit, "limit")  # -1 used to drop the last item
+        cfg.chunk_size = checks.positive_int(cfg.chunk_size, "chunk_size")
         if cfg.resume and cfg.overwrite:
             raise NegationClipError(f"{cfg.out}: resume and overwrite contradict each other; pass one")
         if cfg.candidates < 1:
