@@ -22,21 +22,25 @@ def _cli(train, srv, out, *extra):
 def test_two_concurrent_writers_one_is_refused_and_nothing_is_duplicated(train, tmp_path):
     env = dict(os.environ, NEGATIONCLIP_NO_PROGRESS="1")
     out = tmp_path / "p1.jsonl"
-    with FakeOpenAIServer(latency=0.02) as srv:
-        first = subprocess.Popen(_cli(train, srv, out), env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        ledger = tmp_path / "p1.jsonl.ledger.jsonl"
-        deadline = time.time() + 60
-        while time.time() < deadline and len(read_jsonl(ledger)) < 3:
-            time.sleep(0.02)
-        second = subprocess.run(_cli(train, srv, out, "--resume"), env=env, capture_output=True,
-                                text=True, timeout=120)
-        o1, e1 = first.communicate(timeout=180)
-    assert first.returncode == 0, e1
-    assert second.returncode == 2
+    # a slow server keeps the first writer busy (about 60 s of work) while the second starts
+    with FakeOpenAIServer(latency=0.5) as srv:
+        first = subprocess.Popen(_cli(train, srv, out, "--limit", "120"), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            ledger = tmp_path / "p1.jsonl.ledger.jsonl"
+            deadline = time.time() + 120
+            while time.time() < deadline and len(read_jsonl(ledger)) < 2:
+                time.sleep(0.05)
+            second = subprocess.run(_cli(train, srv, out, "--limit", "120", "--resume"), env=env,
+                                    capture_output=True, text=True, timeout=300)
+            assert first.poll() is None, "the first writer finished before the second started"
+        finally:
+            first.kill()
+            first.wait()
+    assert second.returncode == 2, second.stdout + second.stderr
     assert f"pid {first.pid} on " in second.stderr and "Traceback" not in second.stderr
     ids = [r["id"] for r in read_jsonl(out)]
-    assert ids and len(ids) == len(set(ids))
+    assert len(ids) == len(set(ids))
 
 
 def _dup_file(train, tmp_path, capsys):
