@@ -3,7 +3,6 @@ lock, OSError translation and file modes (utils.paths, utils.io)."""
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import textwrap
