@@ -61,6 +61,7 @@ class TrainConfig:
     save_openai: bool = False        # also write best/openai.pt (OpenAI-style state dict)
     image_batch_size: int = 64       # batch size of the one-off image-embedding pass
     cache_dir: str | None = None     # image-embedding cache; default <out_dir>/../image_cache
+    report_to: str = "auto"          # auto | tensorboard | wandb | none (train/reporting.py)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes stored with the run
 
     def validate(self) -> "TrainConfig":
@@ -106,6 +107,8 @@ class TrainConfig:
             bad(f"eval_every_steps must be >= 1, got {self.eval_every_steps}")
         if self.weight_decay < 0:
             bad(f"weight_decay must be >= 0, got {self.weight_decay}")
+        from .reporting import resolve
+        resolve(self.report_to)  # an unknown or uninstalled reporter fails before any work
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,7 +130,7 @@ class TrainConfig:
     # The fields that decide the weights (a resumed run must match them); runtime-only fields
     # such as logging frequency may change between a run and its resume.
     _RUNTIME_ONLY = ("device", "log_every_steps", "checkpoint_every_steps", "image_batch_size",
-                     "cache_dir", "extra", "save_openai", "compile", "max_steps", "epochs")
+                     "cache_dir", "extra", "save_openai", "report_to", "compile", "max_steps", "epochs")
 
     def weights_fingerprint(self) -> dict[str, Any]:
         d = self.to_dict()
