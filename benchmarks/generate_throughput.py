@@ -18,8 +18,8 @@ FLOPs (network calls), so no fraction of peak.
 Replica arms (``--replicas 4``, 0 to skip; results in ``generate_replicas.json``): the same P1
 run against 1 server and against 4 servers (one ``--ROLE-url`` each, ``--concurrency 32``
 per server), each server its own process; in every 4-server run one server is killed
-(SIGKILL) once half of the reference run's records are on disk, so its in-flight and later
-work fails over to the other three. Target: 4-server throughput >= 3x the 1-server one, and
+(SIGKILL) half-way through the run (at half of the first 1-server run's wall time divided
+by 4), so its in-flight and later work fails over to the other three. Target: 4-server throughput >= 3x the 1-server one, and
 the 4-server output holds exactly the 1-server run's record ids (none lost, none doubled).
 These arms use ``--replica-latency`` (default 0.5 s, an LLM-sized call) so that the client's
 own Python work at 128 requests in flight stays below the latency bound on a small machine.
@@ -60,14 +60,6 @@ def _stop(srv: subprocess.Popen) -> None:
     srv.wait(timeout=10)
 
 
-def _lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for _ in f)
-    except OSError:
-        return 0
-
-
 class Replicas:
     """The replica arms: ``one()`` = 1 server, ``four()`` = N servers with one killed mid-run;
     every run's record ids are checked against the first 1-server run's."""
@@ -76,6 +68,7 @@ class Replicas:
         self.world, self.tmp, self.n, self.latency = world, tmp, n, latency
         self.concurrency, self.items = concurrency, items
         self.reference: list[str] | None = None
+        self.reference_wall: float | None = None
         self.checks: list[dict] = []
 
     def _ids(self, path: Path) -> list[str]:
@@ -86,17 +79,17 @@ class Replicas:
         procs = [_serve(self.latency) for _ in range(servers)]
         out = self.tmp / f"replicas{servers}_{next(RUN)}.jsonl"
         killer, killed = None, threading.Event()
-        if kill and self.reference:
+        if kill and self.reference_wall:
             victim = procs[1][0]
-            half = len(self.reference) // 2
+            # records reach the file a chunk at a time, so time decides "mid-run": half of
+            # what this run would take if it scaled perfectly (the 1-server wall / servers)
+            at = self.reference_wall / servers / 2
 
-            def kill_at_half():
-                while not killed.is_set() and _lines(out) < half:
-                    time.sleep(0.02)
-                if not killed.is_set():
+            def kill_mid_run():
+                if not killed.wait(at):
                     victim.kill()
                     killed.set()
-            killer = threading.Thread(target=kill_at_half, daemon=True)
+            killer = threading.Thread(target=kill_mid_run, daemon=True)
             killer.start()
         try:
             r = _run(self.world, out, [u for _, u in procs], self.concurrency, self.items,
@@ -111,6 +104,7 @@ class Replicas:
         ids = self._ids(out)
         if self.reference is None:
             self.reference = ids
+            self.reference_wall = r["calls"] / r["calls_per_s"]
         lost = len(set(self.reference) - set(ids))
         doubled = len(ids) - len(set(ids))
         extra = len(set(ids) - set(self.reference))
