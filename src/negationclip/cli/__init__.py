@@ -13,6 +13,7 @@ from .. import __version__
 from ..utils.errors import NegationClipError
 from ._base import _Formatter
 from .apps import _add_segment, _add_segment_eval, _add_t2i
+from .ceiling import _add_ceiling
 from .demo import _add_demo
 from .evaluate import _add_build_negrefcocog, _add_eval
 from .generate import _add_generate
@@ -21,7 +22,7 @@ from .train import _add_train
 from .world import _add_world
 
 _COMMANDS = [_add_demo, _add_convert, _add_encode, _add_world, _add_generate, _add_eval, _add_build_negrefcocog,
-             _add_train, _add_t2i, _add_segment, _add_segment_eval]
+             _add_train, _add_t2i, _add_segment, _add_segment_eval, _add_ceiling]
 
 
 def build_parser() -> argparse.ArgumentParser:
