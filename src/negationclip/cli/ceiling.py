@@ -13,8 +13,8 @@ examples:
 rows: the model's own text encoder; query-features (t = W phi(query), phi = the negated shape,
 the shapes/colours/sizes/parts the query names, a constant); negated-object (one vector per
 negated shape); mean-direction (mean of I - F per negated shape, no fit); negated-object-oracle
-(fitted on the test pairs themselves, for reference). The ceiling is the best test accuracy of
-the rows fitted on train pairs."""
+(fitted on the test pairs themselves, for reference). The ceiling is the test accuracy of the
+row fitted on train pairs that does best on the val pairs."""
 
 
 def _add_ceiling(sub) -> None:
