@@ -255,19 +255,23 @@ def text_only_ceiling(bundle: ClipBundle, world: str | os.PathLike, *,
             "seconds": time.perf_counter() - t0}
 
 
+def _f3(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def format_ceiling(r: dict) -> str:
-    """A small Markdown table of the result."""
+    """A small Markdown table of the result (``-`` where a subset is empty)."""
     lines = [f"text-only ceiling on {r['world']} ({r['test_pairs']} test pairs; fitted on "
              f"{r['train_pairs']} train pairs, L2 chosen on {r['val_pairs']} val pairs)", "",
              "| scorer | test accuracy | held-out phrasing | val accuracy | fitted on |",
              "|---|---|---|---|---|",
-             f"| the model's own text encoder ({r['model']}) | {r['model_accuracy']:.3f} | "
-             f"{r['model_heldout_accuracy']:.3f} | - | - |"]
+             f"| the model's own text encoder ({r['model']}) | {_f3(r['model_accuracy'])} | "
+             f"{_f3(r['model_heldout_accuracy'])} | - | - |"]
     for name, row in r["scorers"].items():
-        val = f"{row['val_accuracy']:.3f}" if "val_accuracy" in row else "-"
-        lines.append(f"| {name} | {row['accuracy']:.3f} | {row['heldout_accuracy']:.3f} | {val} | "
+        lines.append(f"| {name} | {_f3(row['accuracy'])} | {_f3(row['heldout_accuracy'])} | "
+                     f"{_f3(row.get('val_accuracy'))} | "
                      f"{row.get('fitted_on', 'train pairs')} |")
-    lines += ["", f"ceiling: {r['ceiling']:.3f} ({r['ceiling_scorer']}, the fitted row with the "
+    lines += ["", f"ceiling: {_f3(r['ceiling'])} ({r['ceiling_scorer']}, the fitted row with the "
                   f"best val accuracy)"]
     return "\n".join(lines)
 
