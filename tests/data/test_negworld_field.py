@@ -349,3 +349,35 @@ def test_csv_bytes_equal_what_pandas_writes(world):
         assert df.to_csv(index=False).encode("utf-8") == path.read_bytes(), path
     df = pd.read_csv(ex.negbench_mcq)
     assert str(df["correct_answer"].dtype) == "int64"
+
+
+def test_the_package_readers_take_the_exports(world):
+    """The released-format readers of ``negationclip.data`` read NegWorld's files as they are and
+    see the same records as the parse above (the CLI's ``eval --benchmark negbench-mcq ...``
+    runs on them)."""
+    torch = pytest.importorskip("torch")  # noqa: F841 (ccneg.pt)
+    from negationclip.data.ccneg import load_ccneg
+    from negationclip.data.negbench import load_negbench_mcq, load_negbench_retrieval
+    from negationclip.data.sugarcrepe import load_sugarcrepe, sugarcrepe_files
+
+    ex, _, _ = world
+    _, rows = _read_csv(ex.negbench_mcq)
+    items = load_negbench_mcq(ex.negbench_mcq)
+    assert [(i.image_path, i.captions, i.correct_answer, i.template) for i in items] == \
+        [(r["image_path"], [r[f"caption_{k}"] for k in range(4)], 0, r["correct_answer_template"])
+         for r in rows]
+    for path in (ex.negbench_retrieval, ex.negbench_negated_retrieval):
+        _, rows = _read_csv(path)
+        assert [(i.image_path, i.captions) for i in load_negbench_retrieval(path)] == \
+            [(r["filepath"], ast.literal_eval(r["captions"])) for r in rows]
+    recs = [json.loads(x) for x in ex.ccneg.read_text(encoding="utf-8").splitlines()]
+    want = [(r["image_path"], r["json"]["caption"], r["sop_data"]["negative-prompt"].replace(",", ""))
+            for r in recs]
+    for path in (ex.ccneg, ex.ccneg_pt):
+        assert [(i.image_path, i.caption, i.negative) for i in load_ccneg(path)] == want
+    files = sugarcrepe_files(ex.sugarcrepe_dir)
+    assert sorted(files) == sorted(SUBSETS)
+    for name, path in files.items():
+        ann = json.load(open(path))
+        assert [(i.key, i.filename, i.caption, i.negative_caption) for i in load_sugarcrepe(path)] == \
+            [(k, d["filename"], d["caption"], d["negative_caption"]) for k, d in ann.items()]
