@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ..utils.paths import check_output
 from ._base import _parser
+from ._types import device, nonneg_int
 
 CEILING_EPILOG = """\
 examples:
@@ -29,12 +31,12 @@ def _add_ceiling(sub) -> None:
                         "base model")
     p.add_argument("--world", required=True, help="a NegWorld export folder (`negationclip world build`)")
     p.add_argument("--out", default=None, help="also write the result as JSON here")
-    p.add_argument("--max-train-pairs", type=int, default=0,
+    p.add_argument("--max-train-pairs", type=nonneg_int, default=0,
                    help="cap on train pairs (0: every pair the train scenes give)")
     p.add_argument("--cache-dir", default="none",
                    help="image-embedding cache folder for the test images ('none': memory only)")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", type=device, default="cpu", help="torch device")
+    p.add_argument("--threads", type=nonneg_int, default=0, help="torch threads (0: torch's default)")
     p.set_defaults(func=_cmd_ceiling)
 
 
@@ -45,6 +47,8 @@ def _cmd_ceiling(args) -> int:
     from ..models import ImageEmbeddingCache, load_clip
     from ..utils import atomic_write_json
 
+    if args.out:
+        check_output(args.out, kind="file")
     if args.model is None:
         from ..demo import BASE_MODEL_DIR
         source, name = BASE_MODEL_DIR, "negworld-base"
