@@ -10,6 +10,7 @@ Layouts read (all give the same ``CaptionRecord``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import Counter
@@ -309,8 +310,7 @@ def mine_negative_images(rows: Sequence[Example], originals: dict[str, list[str]
             cands = rng.sample(cands, pool)
         mine = _content(e.text) - _content(obj)
         cands.sort(key=lambda k: (-len(mine & words[k]), k))
-        out.append(Example(e.image, e.text, e.kind, e.hard_texts, rng.choice(cands[:top]), e.where,
-                           e.object))
+        out.append(dataclasses.replace(e, hard_image=rng.choice(cands[:top])))
         n += 1
     return out, n
 
