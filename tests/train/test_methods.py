@@ -169,3 +169,24 @@ def test_vision_training_encodes_images_every_step(dataset, tiny, tmp_path):
     from safetensors.torch import load_file
     saved = load_file(str(res.best_dir / "model.safetensors"))
     assert torch.equal(saved["visual_projection.weight"], after["visual_projection.weight"].cpu())
+
+
+def test_frozen_prefix_cache_gives_the_full_forward(dataset):
+    from negationclip.models import image_features
+    from negationclip.models.transform import open_image
+    from negationclip.train.vision import LiveVision
+
+    root, _ = dataset
+    b = _model()
+    keys = [str(root / "images" / f"{i:03d}.png") for i in range(5)]
+    px = b.transform([open_image(k) for k in keys])
+    want = image_features(b.model, px)
+    for spec, prefix in (("last-1", True), ("last-4", False), ("all", False)):
+        lv = LiveVision(b.model, b.transform, torch.device("cpu"), spec, n_images=len(keys))
+        assert lv.use_prefix is prefix
+        got = lv.encode(keys[::-1])
+        torch.testing.assert_close(got, want.flip(0), rtol=1e-5, atol=1e-6)
+        got = lv.encode(keys)  # second call: prefix states and pixels from memory
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    lv = LiveVision(b.model, b.transform, torch.device("cpu"), "last-1", n_images=10 ** 9)
+    assert not lv.use_prefix  # past the memory budget: the whole tower runs every step

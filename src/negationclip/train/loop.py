@@ -33,6 +33,7 @@ from .loss import contrastive_loss, loss_value
 from .methods import get_method
 from .methods.base import Method, StepContext, scaled_logit_scale
 from .trainable import configure_method_trainable, trainable_parameters
+from .vision import LiveVision
 
 
 @dataclass
@@ -227,7 +228,7 @@ def _hash(obj) -> str:
 
 class _Trainer:
     def __init__(self, bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo,
-                 device: torch.device, method: Method | None = None, live_vision: bool = False):
+                 device: torch.device, method: Method | None = None, live_vision: str | None = None):
         self.b, self.d, self.cfg, self.info, self.device = bundle, data, cfg, info, device
         self.model = bundle.model
         self.emb = data.image_emb.to(device)
@@ -235,8 +236,9 @@ class _Trainer:
         self.method = method = method or get_method(cfg.method, cfg.method_options)
         method.setup(data.train, cfg)
         # with a trained vision tower the cached embeddings go stale: encode every step
-        self.live_vision = live_vision
-        self.pixels = _PixelStore(bundle.transform, device, len(data.image_index))
+        self.live_vision = bool(live_vision)
+        self.vision = (LiveVision(self.model, bundle.transform, device, live_vision,
+                                  len(data.image_index)) if live_vision else None)
         self.step = 0
         fwd = functools.partial(_text_features, self.model)
         self.fwd = torch.compile(fwd, dynamic=True) if cfg.compile else fwd
@@ -252,14 +254,12 @@ class _Trainer:
         return self.fwd(ids, mask).float()
 
     def _encode_images(self, keys: Sequence[str]) -> torch.Tensor:
-        from ..models import image_features
         if not keys:
             return torch.zeros((0, self.b.embed_dim), device=self.device)
-        px = self.pixels.get(keys)
         if self.autocast is not None:
             with self.autocast():
-                return image_features(self.model, px).float()
-        return image_features(self.model, px).float()
+                return self.vision.encode(keys).float()
+        return self.vision.encode(keys).float()
 
     def _cached(self, keys: Sequence[str]) -> torch.Tensor:
         return self.emb[[self.d.image_index[k] for k in keys]]
@@ -306,26 +306,6 @@ class _Trainer:
         return loss_value(contrastive_loss(img, txt, ctx.raw_logit_scale))
 
 
-class _PixelStore:
-    """Transformed pixels of the images, for a vision tower that trains: kept in memory when all
-    of them fit in ``budget`` bytes (decoded once), else decoded again at every use."""
-
-    def __init__(self, transform, device: torch.device, n_images: int, budget: float = 2 * 2 ** 30):
-        self.transform, self.device = transform, device
-        side = int(getattr(transform, "image_size", 224))
-        self.keep = n_images * 3 * side * side * 4 <= budget
-        self.store: dict[str, torch.Tensor] = {}
-
-    def get(self, keys: Sequence[str]) -> torch.Tensor:
-        from ..models import open_image
-        missing = [k for k in dict.fromkeys(keys) if k not in self.store]
-        fresh = dict(zip(missing, self.transform([open_image(k) for k in missing]))) if missing else {}
-        if self.keep:
-            self.store.update(fresh)
-        got = {**self.store, **fresh} if not self.keep else self.store
-        return torch.stack([got[k] for k in keys]).to(self.device)
-
-
 def _text_features(model, ids, mask):
     from ..models import text_features
     return text_features(model, ids, mask)
@@ -369,14 +349,14 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
             + ("(encoded every step: the vision tower trains)" if vision != "none"
                else "(embedded once)"))
         return _run(bundle, data, cfg, info, device, out, resume, on_step, say, t0, method,
-                    vision != "none")
+                    None if vision == "none" else vision)
     finally:
         D.teardown(info)
 
 
 def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.device, out: Path,
          resume: bool, on_step, say, t0: float, method: Method | None = None,
-         live_vision: bool = False) -> FinetuneResult:
+         live_vision: str | None = None) -> FinetuneResult:
     tr = _Trainer(bundle, data, cfg, info, device, method, live_vision)
     model = bundle.model
     params = [p for _, p in trainable_parameters(model)]
