@@ -26,7 +26,7 @@ from ..utils import JsonlWriter, NegationClipError, atomic_write_json, atomic_wr
 from . import checkpoint as ckpt
 from . import distributed as D
 from .config import TrainConfig
-from .data import (CaptionRecord, Example, ReadReport, TokenTable, build_examples, coerce_records,
+from .data import (CaptionRecord, Example, ReadReport, TokenTable, coerce_records,
                    epoch_batches, mine_negative_images, originals_by_image, read_records, shard,
                    split_examples)
 from .loss import contrastive_loss, loss_value

@@ -15,14 +15,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ...utils import NegationClipError
-from ..data import CaptionRecord, Example, build_examples, image_key
+from ..data import CaptionRecord, Example, build_examples
 
 
 # --- what trains ---------------------------------------------------------------------------
@@ -72,11 +70,6 @@ def text_layer(name: str) -> int | None:
 
 
 # --- the step context ----------------------------------------------------------------------
-
-def _distributed() -> bool:
-    import torch.distributed as dist
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
 
 def _span(n: int, rank: int, world: int) -> tuple[int, int]:
     return rank * n // world, (rank + 1) * n // world
@@ -248,10 +241,6 @@ FIELD_HELP = {
 
 # --- helpers shared by methods ---------------------------------------------------------------
 
-def ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, labels)
-
-
 def with_aux(e: Example, **aux) -> Example:
     return replace(e, aux={**e.aux, **aux})
 
@@ -280,5 +269,4 @@ def mentions(name: str, text: str) -> bool:
 
 
 __all__ = ["Method", "StepContext", "parse_train_vision", "vision_trainable", "text_layer",
-           "n_layers", "scaled_logit_scale", "present_objects", "mentions", "with_aux", "ce",
-           "image_key", "Path"]
+           "n_layers", "scaled_logit_scale", "present_objects", "mentions", "with_aux"]

@@ -22,8 +22,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ...utils import NegationClipError
 from ..data import Example, build_examples
-from .base import Method, StepContext
+from .base import FIELD_HELP, Method, StepContext
 
 
 def conclip_loss(img: torch.Tensor, cap: torch.Tensor, neg: torch.Tensor, distractor: torch.Tensor,
@@ -76,13 +77,8 @@ class ConClip(Method):
     def check_records(self, records, cfg) -> None:
         super().check_records(records, cfg)
         if records and not cfg.mine_negative_images and not any(r.negative_image for r in records):
-            from .base import FIELD_HELP
-            raise self._missing("negative_image", FIELD_HELP["negative_image"])
-
-    def _missing(self, f, how):
-        from ...utils import NegationClipError
-        return NegationClipError(f"method {self.name} needs the record field '{f}', which no "
-                                 f"record has; {how}")
+            raise NegationClipError(f"method {self.name} needs the record field 'negative_image', "
+                                    f"which no record has; {FIELD_HELP['negative_image']}")
 
     def build_rows(self, records, *, image_root, cfg, validation=False):
         return conclip_rows(records, image_root=image_root, cfg=cfg)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ...utils import NegationClipError
 from ..data import Example
-from .base import Method, StepContext, mentions, present_objects, text_layer, with_aux
+from .base import StepContext, mentions, present_objects, text_layer, with_aux
 from .conclip import ConClip, conclip_loss, conclip_rows
 
 

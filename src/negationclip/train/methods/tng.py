@@ -31,7 +31,6 @@ import functools
 import json
 import random
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
