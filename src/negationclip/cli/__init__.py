@@ -13,6 +13,7 @@ from .. import __version__
 from ..utils.errors import NegationClipError
 from ._base import _Formatter
 from .apps import _add_segment, _add_segment_eval, _add_t2i
+from .compare import _add_compare
 from .demo import _add_demo
 from .evaluate import _add_build_negrefcocog, _add_eval
 from .generate import _add_generate
@@ -20,7 +21,7 @@ from .models import _add_convert, _add_encode
 from .train import _add_train
 from .world import _add_world
 
-_COMMANDS = [_add_demo, _add_convert, _add_encode, _add_world, _add_generate, _add_eval, _add_build_negrefcocog,
+_COMMANDS = [_add_demo, _add_compare, _add_convert, _add_encode, _add_world, _add_generate, _add_eval, _add_build_negrefcocog,
              _add_train, _add_t2i, _add_segment, _add_segment_eval]
 
 
