@@ -6,7 +6,8 @@ captions plus a multiple-choice cross-entropy over each image's options, weighte
 
 The released MCQ logits are ``logit_scale * einsum('bf,bnf->bn', image, options)`` on the
 *unnormalised* ``encode_image`` / ``encode_text`` outputs (open_clip's default
-``normalize=False``); that is kept (option ``mcq_normalize`` to normalise). Options per image
+``normalize=False``); that is kept (option ``mcq_normalize`` to normalise). With the vision
+tower frozen (``--train-vision none``) the image side is the cache's normalised embedding. Options per image
 here: the negated caption (correct) and its affirmed twin (wrong); NegBench draws its MCQ rows
 from a separate CSV, here they are the same rows as the contrastive batch.
 """
