@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..models import ImageEmbeddingCache, open_image
+from ..models.transform import image_header_size
 from ..utils import NegationClipError, atomic_write_text
 
 
@@ -70,15 +71,7 @@ def crop_image(im: Image.Image, box: Sequence[float]) -> Image.Image:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """Width and height from the file header only (no decode); NegationClipError if unreadable."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError:
-        raise NegationClipError(f"{path}: image not found") from None
-    except IsADirectoryError:
-        raise NegationClipError(f"{path}: is a folder, expected an image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise NegationClipError(f"{path}: not a readable image ({e})") from None
+    return image_header_size(path)
 
 
 class CropLoader:
@@ -164,3 +157,41 @@ def check_missing(benchmark: str, missing: dict[str, str], total_images: int, ma
         raise NegationClipError(
             f"{benchmark}: {len(missing)} of {total_images} images missing or unreadable "
             f"({frac:.1%} > allowed {max_missing:.1%}), e.g. {first[1]}{where}")
+
+
+class ImageResolver:
+    """Where an image path written in a benchmark file lies on this machine.
+
+    Released files hold paths of their authors' machines (``/data/.../coco/val2017/x.jpg``).
+    With a ``root``, a path is looked up under it by its trailing components, the longest tail
+    that exists winning (``ROOT/data/.../val2017/x.jpg``, ..., ``ROOT/val2017/x.jpg``, then
+    ``ROOT/x.jpg``): the most specific match, so two folders holding the same file name are
+    told apart when the tree is kept, and a flat folder of images still works. Without a root,
+    relative paths are relative to ``base`` (the benchmark file's folder) and absolute ones
+    are used as they are. Unresolved paths map to ``ROOT/<basename>`` so the missing-image
+    report names where it was looked for.
+    """
+
+    def __init__(self, root: str | os.PathLike | None, base: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else None
+        self.base = Path(base) if base is not None else Path(".")
+        self._memo: dict[str, str] = {}
+
+    def __call__(self, written: str) -> str:
+        hit = self._memo.get(written)
+        if hit is None:
+            hit = self._memo[written] = self._resolve(written)
+        return hit
+
+    def _resolve(self, written: str) -> str:
+        parts = [p for p in written.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+        if self.root is None:
+            p = Path(written)
+            return str(p if p.is_absolute() else self.base / p)
+        if not parts:
+            return str(self.root)
+        for i in range(len(parts)):
+            cand = self.root.joinpath(*parts[i:])
+            if cand.is_file():
+                return str(cand)
+        return str(self.root / parts[-1])
