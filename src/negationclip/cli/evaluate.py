@@ -34,6 +34,8 @@ Re-running with the same --out resumes: finished (model, benchmark) pairs are ke
 
 
 def add_eval_parser(sub, make_parser) -> None:
+    from ._base import add_act_option
+
     p = make_parser(sub, "eval", "benchmark one or more models side by side",
                     "Evaluate CLIP models on NegRefCOCOg, VALSE, zero-shot classification, COCO "
                     "retrieval, NegBench-style negation tests and NegWorld negation pairs. Image "
@@ -45,6 +47,7 @@ def add_eval_parser(sub, make_parser) -> None:
                         ".pt, released NegationCLIP .pth or .safetensors; LABEL names it in tables")
     p.add_argument("--benchmark", action="append", default=[], metavar="NAME",
                    help=f"benchmark to run (repeat): {', '.join(BENCHMARK_NAMES)}")
+    add_act_option(p, what="every --model (default: each checkpoint's own)")
     p.add_argument("--out", default="eval-results", help="output folder")
     p.add_argument("--cache-dir", default=None,
                    help="image-embedding cache folder ('none': memory only); default "
@@ -110,7 +113,13 @@ def run_eval_cli(args) -> int:
     from ..evaluate.runner import run_eval
 
     cfg = eval_config_from_args(args)
-    results = run_eval(args.model, args.benchmark, cfg)
+    loader = None
+    if getattr(args, "act", None):
+        from ..models import load_clip
+
+        def loader(src, device, dtype):
+            return load_clip(src, device=device, dtype=dtype, act=args.act)
+    results = run_eval(args.model, args.benchmark, cfg, loader=loader)
     print(f"wrote {cfg.out_dir}/results.json, results.md" + ("" if args.no_charts else ", charts/"))
     return 1 if results.get("errors") else 0
 
