@@ -48,7 +48,7 @@ def test_every_command_that_loads_a_clip_has_act():
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for cmd in ("convert", "encode", "eval", "train", "t2i", "segment", "segment-eval", "demo"):
-        text = sub.choices[cmd].format_help()
+        text = " ".join(sub.choices[cmd].format_help().split())
         assert "--act {quick_gelu,gelu}" in text and "LAION open_clip" in text, cmd
     assert "--judge-act" in sub.choices["t2i"].format_help()
 
