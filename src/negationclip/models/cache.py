@@ -9,7 +9,7 @@ An entry belongs to the file's bytes, not its path: a key ``path`` (or ``path#x,
 stored as ``b2:<content hash>:<size>`` (+ ``#x,y,w,h``), so an image overwritten at the same
 path, or a NegWorld rebuilt in the same folder, can never be served an old embedding, and
 identical files share one. Hashing reads the file but never decodes it; the hash is memoised
-per (path, size, mtime_ns, ctime_ns, inode) in ``file_hashes.jsonl`` and trusted only when the
+per (path, size, mtime_ns, ctime_ns, inode) in ``file_hashes/`` and trusted only when the
 file's timestamps are at least 2 s older than the memo (git's "racy clean" rule: a rewrite within
 the file system's timestamp granularity is re-hashed, not trusted).
 """
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..utils.errors import NegationClipError
-from ..utils.io import JsonlWriter, atomic_write_bytes, read_jsonl
+from ..utils.io import atomic_write_bytes
 from ..utils.progress import progress
 from .encode import encode_pixels
 from .load import ClipBundle
@@ -102,6 +102,7 @@ class ImageEmbeddingCache:
         self._fp_cache: dict[int, tuple[int, str]] = {}
         self._hashes: dict[str, list] | None = None  # path -> [size, mtime, ctime, ino, hash, at]
         self._pending_hashes: list[dict] = []
+        self._hashed_now: dict[str, tuple[str, list[int]]] = {}
         self.hashed = 0  # files read to hash by this object (the rest came from the memo)
 
     # --- content keys -----------------------------------------------------------------------
@@ -109,11 +110,17 @@ class ImageEmbeddingCache:
     def _memo(self) -> dict[str, list]:
         if self._hashes is None:
             self._hashes = {}
-            f = self.root / "file_hashes.jsonl" if self.root is not None else None
-            if f is not None and f.exists():
-                for r in read_jsonl(f, repair=True):
-                    if isinstance(r, dict) and isinstance(r.get("s"), list) and len(r["s"]) == 6:
-                        self._hashes[r.get("p", "")] = r["s"]
+            d = self.root / "file_hashes" if self.root is not None else None
+            for f in sorted(d.glob("hashes-*.json")) if d is not None and d.is_dir() else ():
+                try:
+                    recs = json.loads(f.read_text())
+                except (OSError, ValueError):  # a damaged memo only costs re-hashing
+                    continue
+                for r in recs if isinstance(recs, list) else ():
+                    if (isinstance(r, dict) and isinstance(r.get("s"), list) and len(r["s"]) == 6
+                            and r.get("p") and (r["p"] not in self._hashes
+                                                or self._hashes[r["p"]][5] < r["s"][5])):
+                        self._hashes[r["p"]] = r["s"]
         return self._hashes
 
     def file_hash(self, path: str) -> tuple[str, list[int]] | None:
@@ -128,6 +135,9 @@ class ImageEmbeddingCache:
         m = memo.get(path)
         if m is not None and m[:4] == sig and sig[2] < m[5] - _RACY_NS:  # ctime: any change
             return m[4], sig
+        now = self._hashed_now.get(path)
+        if now is not None and now[1] == sig:  # hashed earlier in this call (crops of one file)
+            return now
         h = hashlib.blake2b(digest_size=16)
         try:
             with open(path, "rb") as f:
@@ -137,6 +147,7 @@ class ImageEmbeddingCache:
             return None
         self.hashed += 1
         digest = h.hexdigest()
+        self._hashed_now[path] = (digest, sig)
         rec = sig + [digest, time.time_ns()]
         memo[path] = rec  # recorded later than before: trusted once the file is 2 s older
         self._pending_hashes.append({"p": path, "s": rec})
@@ -154,10 +165,11 @@ class ImageEmbeddingCache:
         return f"b2:{digest}:{sig[0]}{suffix}", path, sig
 
     def _flush_hashes(self) -> None:
+        # one new file per flush (written whole, then renamed): concurrent processes never
+        # interleave, and a killed run leaves no torn record
         if self.root is not None and self._pending_hashes:
-            with JsonlWriter(self.root / "file_hashes.jsonl", fsync=False) as w:
-                for r in self._pending_hashes:
-                    w.write(r)
+            atomic_write_bytes(self.root / "file_hashes" / f"hashes-{uuid.uuid4().hex[:16]}.json",
+                               json.dumps(self._pending_hashes).encode())
         self._pending_hashes = []
 
     def _fingerprint(self, bundle: ClipBundle) -> str:
@@ -195,6 +207,7 @@ class ImageEmbeddingCache:
         fp = self._fingerprint(bundle)
         table = self._table(fp)
         uniq = list(dict.fromkeys(keys))
+        self._hashed_now = {}
         stored: dict[str, str | None] = {}
         sigs: dict[str, tuple[str, list[int]]] = {}
         for k in uniq:

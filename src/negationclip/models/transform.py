@@ -152,7 +152,7 @@ class ImageTransform:
         if self.resample not in _RESAMPLE:
             raise NegationClipError(f"unknown resample {self.resample!r}; one of {', '.join(_RESAMPLE)}")
         self.mean, self.std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
-        self._lut = None
+        self._lut: tuple[str, np.ndarray] | None = None  # (fingerprint it was built for, table)
 
     @property
     def resample_code(self) -> int:
@@ -165,14 +165,16 @@ class ImageTransform:
     def __call__(self, images: Image.Image | Sequence[Image.Image]) -> torch.Tensor:
         if isinstance(images, Image.Image):
             images = [images]
-        if self._lut is None:
-            self._lut = RULES[self.rule][1](self)
+        fp = self.fingerprint()
+        if self._lut is None or self._lut[0] != fp:
+            self._lut = (fp, RULES[self.rule][1](self))
+        lut = self._lut[1]
         c = self.image_size
         out = np.empty((len(images), 3, c, c), dtype=np.float32)
         for i, im in enumerate(images):
             arr = np.asarray(self.geometry(im))  # [c, c, 3] uint8
             for ch in range(3):
-                out[i, ch] = self._lut[ch][arr[..., ch]]
+                out[i, ch] = lut[ch][arr[..., ch]]
         return torch.from_numpy(out)
 
     def describe(self) -> dict:
