@@ -220,3 +220,17 @@ def test_lookup_table_holds_the_reference_arithmetic():
     t = ImageTransform(16)
     assert torch.equal(t([im])[0], openai_reference(im, 16))
     assert not math.isnan(t([im]).sum().item())
+
+
+def test_encode_images_opens_paths_in_their_own_mode(tmp_path):
+    from negationclip.models import encode_images, tiny_clip_bundle
+
+    p = tmp_path / "a.png"
+    _image(50, 40, "RGBA", 5).save(p)
+    b = tiny_clip_bundle(seed=1)
+    with Image.open(p) as raw:
+        raw.load()
+        native = encode_images(b, [raw])
+        rgb = encode_images(b, [raw.convert("RGB")])
+    by_path = encode_images(b, [p])
+    assert torch.equal(by_path, native) and not torch.allclose(by_path, rgb, atol=1e-4)

@@ -63,15 +63,13 @@ def _add_encode(sub) -> None:
 def _cmd_encode(args) -> int:
     import json
 
-    from ..models import encode_images, encode_text, load_clip, open_image
+    from ..models import encode_images, encode_text, load_clip
 
     if not args.text and not args.image:
         raise NegationClipError("encode: give at least one --text or --image")
     bundle = load_clip(args.model, device=args.device, act=args.act)
     t = encode_text(bundle, args.text, batch_size=args.batch_size) if args.text else None
-    # files keep their own mode, as preprocess(Image.open(path)) sees them
-    i = encode_images(bundle, [open_image(p, mode=None) for p in args.image],
-                      batch_size=args.batch_size) if args.image else None
+    i = encode_images(bundle, args.image, batch_size=args.batch_size) if args.image else None
     if t is not None and i is not None:
         sims = (i @ t.T).tolist()
         if args.json:
