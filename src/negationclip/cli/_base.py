@@ -16,6 +16,18 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+class UsageError(Exception):
+    """A command-line usage error (unknown option, bad value); ``main`` prints it, exit 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``error: ...`` line (like every other failure) that
+    ``main`` turns into exit code 2 instead of a SystemExit from deep inside parsing."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def add_act_option(p, flag: str = "--act", what: str = "the CLIP checkpoint") -> None:
     """The one ``--act`` option of every command that loads a CLIP (see ``models.load_clip``)."""
     p.add_argument(flag, choices=["quick_gelu", "gelu"], default=None,
