@@ -50,6 +50,7 @@ class DemoConfig:
     seed: int = 0
     base: str | None = None            # default: the shipped NegWorld base model
     threads: int | None = None         # torch CPU threads (None: torch's default)
+    act: str | None = None             # MLP activation of the base (None: its config.json)
     # fine-tuning (the recipe found on NegWorld; see the report's notes)
     steps: int = 450
     batch_size: int = 256
@@ -213,7 +214,7 @@ def run_finetune(base_dir: Path, data: list[Path], world, out: Path, cfg: DemoCo
 
     if out.exists():  # a demo run starts its fine-tuning afresh (same seed, same weights)
         shutil.rmtree(out)
-    bundle = load_clip(base_dir)
+    bundle = load_clip(base_dir, act=cfg.act)
     return finetune(bundle, [str(p) for p in data], train_config(cfg), out,
                     image_root=world.images_dir, inplace=True, cache=cache, verbose=True)
 
@@ -227,7 +228,8 @@ def text_tower_changed(a, b) -> float:
 
 # --- charts ----------------------------------------------------------------------------------
 
-def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None = None) -> Path:
+def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None = None,
+                  title: str | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -249,8 +251,8 @@ def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None =
                   fontsize=7)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("fraction (test split)")
-    ax.set_title("NegWorld test set: before and after NegationCLIP fine-tuning" +
-                 (" (ablation)" if ablation else ""))
+    ax.set_title(title or ("NegWorld test set: before and after NegationCLIP fine-tuning" +
+                           (" (ablation)" if ablation else "")))
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -440,7 +442,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         print(f"      {'reused' if reused else 'built'} {world.root} ({wcfg.images} scenes, seed {wcfg.seed})")
 
     with stage("baseline benchmarks (base model)"):
-        base = load_clip(base_dir)
+        base = load_clip(base_dir, act=cfg.act)
         before, det_before = measure(base, world, cache, "base")
         _print_metrics(before)
 
