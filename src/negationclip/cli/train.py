@@ -7,9 +7,15 @@ from ._base import _parser
 # --- train (fine-tuning) ------------------------------------------------------------------
 
 def _add_train(sub) -> None:
-    from ..train.config import HARD_NEGATIVES, MIXES, PRECISIONS, SCHEDULES, SPLITS, TrainConfig
+    from ..train.config import (ADAMW_KERNELS, HARD_NEGATIVES, MIXES, PRECISIONS, RECIPES,
+                                SCHEDULES, SPLITS, VAL_LOSSES, TrainConfig)
 
     d = TrainConfig()
+    mine = TrainConfig.recipe("negationclip")
+
+    def by_recipe(field: str, show=str) -> str:
+        return (f"default by --recipe: paper {show(getattr(d, field))}, "
+                f"negationclip {show(getattr(mine, field))}")
     p = _parser(sub, "train", "fine-tune a CLIP text encoder on negation-inclusive captions",
                 "NegationCLIP fine-tuning: only the text encoder learns (vision tower, visual "
                 "projection and final text layer norm frozen, as in the released script), with "
@@ -20,7 +26,15 @@ def _add_train(sub) -> None:
                 "and counted before training. The best model by validation loss is written to "
                 "OUT/best (Hugging Face folder); OUT/state holds what --resume needs; "
                 "OUT/log.jsonl the per-step log; OUT/loss_curve.png the loss curve. Runs "
-                "unchanged under torchrun / accelerate launch (loss over the global batch).",
+                "unchanged under torchrun / accelerate launch (loss over the global batch).\n\n"
+                "--recipe paper (the default) is the released clip_finetune.py of NegationCLIP "
+                "rule for rule: AdamW (torch defaults: betas 0.9/0.999, eps 1e-8, weight decay "
+                "0.01), lr 1e-6, batch 512, 15 epochs, fp32, logit scale trained and never "
+                "clamped, np.random.seed(42) + np.random.shuffle 80/20 split of the caption "
+                "list, validation loss = mean of per-batch means, best epoch by validation loss. "
+                "--recipe negationclip is this project's choices: --split-by image, --precision "
+                "auto (bf16 on CUDA), --clamp-logit-scale 100, --val-loss row_mean, "
+                "--adamw-kernel fused. Any single option overrides its recipe's value.",
                 "examples:\n"
                 "  negationclip train --model openai/clip-vit-base-patch32 \\\n"
                 "      --data p1.jsonl --data p2.jsonl --images coco/train2014 --out runs/negclip\n"
@@ -29,8 +43,15 @@ def _add_train(sub) -> None:
                 "  negationclip train --model world/base --data p1.jsonl --images world/images \\\n"
                 "      --out runs/hn --hard-negatives affirmed --mine-negative-images \\\n"
                 "      --hard-negative-margin 0.1 --lr 1e-5\n"
+                "  negationclip train --recipe negationclip --model ViT-B-32.pt \\\n"
+                "      --data p1.jsonl --images coco/train2014 --out runs/ours  # this project's choices\n"
+                "  negationclip train ... --precision bf16 --split-by image   # paper, two changes\n"
                 "  negationclip train ... --out runs/negclip --resume      # continue a killed run\n"
                 "  torchrun --nproc-per-node 4 -m negationclip.cli train ... # 4 GPUs, global batch")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
+                   help="paper: the released clip_finetune.py exactly; negationclip: this "
+                        "project's choices (split by image, bf16 on CUDA, logit scale capped at "
+                        "100, per-caption validation average, fused AdamW)")
     g = p.add_argument_group("inputs and outputs")
     g.add_argument("--model", required=True,
                    help="starting checkpoint: HF id or folder, OpenAI/open_clip .pt/.pth, .safetensors")
@@ -64,6 +85,14 @@ def _add_train(sub) -> None:
     g.add_argument("--grad-accum", type=int, default=d.grad_accum,
                    help="batches per optimizer step (negatives stay within each batch)")
     g.add_argument("--max-grad-norm", type=float, default=None, help="clip gradients to this norm")
+    g.add_argument("--clamp-logit-scale", type=_cap, default=None, metavar="MAX|none",
+                   help="cap exp(logit_scale) at MAX after each step, as CLIP's pretraining does "
+                        "(100); none: never (the released script); "
+                        + by_recipe("clamp_logit_scale", lambda v: "none" if v is None else f"{v:g}"))
+    g.add_argument("--adamw-kernel", choices=ADAMW_KERNELS, default=None,
+                   help="default: torch's own AdamW implementation choice (the released script); "
+                        "fused: one kernel, same update up to float rounding, ~10x faster on CPU; "
+                        + by_recipe("adamw_kernel"))
     g.add_argument("--freeze-logit-scale", action="store_true",
                    help="keep the temperature fixed (the released script trains it)")
     g.add_argument("--train-final-layer-norm", action="store_true",
@@ -91,15 +120,23 @@ def _add_train(sub) -> None:
     g.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="held-out share for validation loss and best-checkpoint choice (0: none, "
                         "the last weights are kept)")
-    g.add_argument("--split-by", choices=SPLITS, default=d.split_by,
-                   help="split by image (no image in both parts) or by caption (the released way)")
+    g.add_argument("--split-by", choices=SPLITS, default=None,
+                   help="caption: the released split (np.random.seed(SEED), np.random.shuffle of "
+                        "the caption list, first --val-fraction validation; captions of one image "
+                        "can land on both sides); image: whole images go to one side; "
+                        + by_recipe("split_by"))
+    g.add_argument("--val-loss", choices=VAL_LOSSES, default=None,
+                   help="batch_mean: mean of per-batch means, batches in split order (the released "
+                        "script); row_mean: every validation caption weighs the same; "
+                        + by_recipe("val_loss"))
     g.add_argument("--dedupe-images", action="store_true",
                    help="avoid two captions of one image in a batch (they would be false negatives)")
     g = p.add_argument_group("runtime")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of the split and the batch order")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="auto: bf16 autocast on CUDA when supported, fp32 on CPU")
+    g.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32 (the released script); auto: bf16 autocast on CUDA when supported, "
+                        "fp32 on CPU; bf16/fp16: autocast; " + by_recipe("precision"))
     g.add_argument("--compile", action="store_true", help="torch.compile the text tower")
     g.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
                    help="also validate every N steps (always after each epoch)")
@@ -117,8 +154,14 @@ def _cmd_train(args) -> int:
 
     from ..train import TrainConfig, finetune
 
-    cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+    # the recipe's values, overridden by each option given on the command line
+    chosen = {k: v for k, v in (("split_by", args.split_by), ("precision", args.precision),
+                                ("val_loss", args.val_loss), ("adamw_kernel", args.adamw_kernel))
+              if v is not None}
+    if args.clamp_logit_scale is not None:
+        chosen["clamp_logit_scale"] = None if args.clamp_logit_scale == "none" else args.clamp_logit_scale
+    cfg = TrainConfig.recipe(
+        args.recipe, **chosen, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
         max_grad_norm=args.max_grad_norm, max_steps=args.max_steps,
         train_logit_scale=not args.freeze_logit_scale,
@@ -127,8 +170,8 @@ def _cmd_train(args) -> int:
         hard_negative_margin=args.hard_negative_margin,
         hard_negative_weight=args.hard_negative_weight,
         mine_negative_images=args.mine_negative_images, val_fraction=args.val_fraction,
-        split_by=args.split_by, dedupe_images_in_batch=args.dedupe_images, seed=args.seed,
-        device=args.device, precision=args.precision, compile=args.compile,
+        dedupe_images_in_batch=args.dedupe_images, seed=args.seed,
+        device=args.device, compile=args.compile,
         eval_every_steps=args.eval_every, checkpoint_every_steps=args.checkpoint_every,
         log_every_steps=args.log_every, save_openai=args.save_openai,
         image_batch_size=args.image_batch_size, cache_dir=args.cache_dir)
@@ -137,3 +180,18 @@ def _cmd_train(args) -> int:
     if res.rank == 0:  # under torchrun every process returns; one summary is enough
         print(json.dumps(res.summary(), indent=2))
     return 0
+
+
+def _cap(text: str):
+    """``--clamp-logit-scale``: a number >= 1, or ``none``."""
+    import argparse
+
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (e.g. 100) or 'none', got {text!r}")
+    if not v >= 1:
+        raise argparse.ArgumentTypeError(f"the cap is on exp(logit_scale): use a value >= 1, got {v}")
+    return v
