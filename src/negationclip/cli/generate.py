@@ -21,19 +21,26 @@ def _backend_args(p, roles) -> None:
                             f"id / folder (hf; default the paper's "
                             + ("llava-hf/llava-v1.6-mistral-7b-hf" if r == "verifier"
                                else "meta-llama/Meta-Llama-3-8B-Instruct") + ")")
-        g.add_argument(f"--{r}-url", default=None,
-                       help=f"base URL of the {r}'s server (default: --api-base)")
-    g.add_argument("--api-base", default="http://127.0.0.1:8000/v1",
-                   help="base URL of the OpenAI-compatible server (ending in /v1)")
+        g.add_argument(f"--{r}-url", default=None, action="append",
+                       help=f"base URL of the {r}'s server (default: --api-base); repeat it or "
+                            f"give a comma-separated list for several replicas of one model")
+    g.add_argument("--api-base", default=None, action="append",
+                   help="base URL of the OpenAI-compatible server, ending in /v1 (default "
+                        "http://127.0.0.1:8000/v1); repeat it or give a comma-separated list "
+                        "for several replicas (vLLM behind several URLs): each request goes "
+                        "to the least busy live replica, and a dead replica's work moves to "
+                        "the others")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="name of the environment variable holding the API key (never logged)")
     g.add_argument("--concurrency", type=int, default=8,
-                   help="openai: requests in flight at once")
+                   help="openai: requests in flight at once per server URL")
     g.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request")
     g.add_argument("--max-retries", type=int, default=4,
                    help="openai: retries (exponential backoff) on 429, 5xx and timeouts")
     g.add_argument("--max-consecutive-failures", type=int, default=20,
-                   help="openai: stop the run after this many failed requests in a row")
+                   help="openai: drop a server after this many failed attempts in a row "
+                        "(connection errors, timeouts, 5xx; 429 only when a request ends "
+                        "rate-limited); the run stops when every server is dropped")
     g.add_argument("--device", default="cpu", help="hf: torch device (cpu, cuda, cuda:1)")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="hf: weight dtype")
@@ -172,7 +179,8 @@ def add_generate_parser(sub, make_parser) -> None:
 def _opts(args, role: str) -> BackendOptions:
     return BackendOptions(
         kind=getattr(args, role), model=getattr(args, f"{role}_model"),
-        url=getattr(args, f"{role}_url") or args.api_base, api_key_env=args.api_key_env,
+        url=getattr(args, f"{role}_url") or args.api_base or "http://127.0.0.1:8000/v1",
+        api_key_env=args.api_key_env,
         concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
         max_consecutive_failures=args.max_consecutive_failures, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, temperature=args.temperature,

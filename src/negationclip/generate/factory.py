@@ -17,7 +17,7 @@ DEFAULT_TEMPERATURE = {"proposer": 0.6, "verifier": 0.0, "rewriter": 0.6}  # the
 class BackendOptions:
     kind: str = "rules"
     model: str | None = None
-    url: str = "http://127.0.0.1:8000/v1"
+    url: str | list[str] = "http://127.0.0.1:8000/v1"  # several (list or "a,b"): replicas
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 8
     timeout: float = 60.0
@@ -42,9 +42,9 @@ class RoleFactory:
             if not opts.model:
                 raise NegationClipError(f"--{role}-model is required with the openai backend "
                                         f"(the model name the server serves)")
-            key = ("openai", opts.url, opts.model)
+            from .backends.openai_compat import OpenAIChat, split_urls
+            key = ("openai", tuple(split_urls(opts.url)), opts.model)
             if key not in self._chats:
-                from .backends.openai_compat import OpenAIChat
                 self._chats[key] = OpenAIChat(
                     opts.url, opts.model, api_key_env=opts.api_key_env,
                     concurrency=opts.concurrency, timeout=opts.timeout,
