@@ -147,9 +147,8 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
         tr_ex, va_ex = split_examples(examples, cfg.val_fraction, by=cfg.split_by, seed=cfg.seed)
         examples = tr_ex + va_ex
         n_train_rows = len(tr_ex)
-    else:
+    else:  # an explicit validation set instead of a random split
         n_train_rows = len(examples)
-    if val_records is not None:  # an explicit validation set instead of a random split
         vrecs, _ = _records(val_records, image_root)
         vex, _ = build_examples(vrecs, image_root=image_root, mix=cfg.mix,
                                 original_ratio=cfg.original_ratio, hard_negatives="none",
