@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,39 +22,44 @@ def released(benchmarks_dir, tmp_path_factory):
     return path, records, root
 
 
-def _reference_outcomes(bundle, records, root):
-    """Independent per-box computation: reopen the image for every box, one crop per forward."""
-    outcomes = []
+def _released_loop(bundle, records, root):
+    """Port of parkquasar/NegationCLIP NegRefCOCOg/negrefcocog_eval.py: the phrase encoded once,
+    the image reopened for every box and cropped without clipping, one crop per forward pass,
+    ``np.argmax`` (first maximum) and ``bbox_list[pred] == ref_bbox``. Also the strict/tie
+    reading of the same per-box scores."""
+    official, outcomes = [], []
     with torch.no_grad():
         for r in records:
             tok = bundle.tokenizer([r["phrase"]])
-            t = F.normalize(text_features(bundle.model, tok.input_ids, tok.attention_mask), dim=-1)[0]
-            scores = []
+            t = F.normalize(text_features(bundle.model, tok.input_ids, tok.attention_mask), dim=-1)
+            sims = []
             for x, y, w, h in r["bbox_list"]:
-                im = Image.open(root / r["image"]).convert("RGB")
-                left, top = max(0, x), max(0, y)
-                right, bottom = min(im.width, x + w), min(im.height, y + h)
-                crop = im.crop((left, top, right, bottom))
-                v = F.normalize(image_features(bundle.model, bundle.transform([crop])), dim=-1)[0]
-                scores.append(float(v @ t))
+                image = Image.open(root / r["image"])
+                cropped = image.crop((x, y, x + w, y + h)).convert("RGB")
+                v = F.normalize(image_features(bundle.model, bundle.transform([cropped])), dim=-1)
+                sims.append((v @ t.T).item())
+            pred = int(np.argmax(sims))
+            official.append(r["bbox_list"][pred] == r["ref_bbox"])
             ref = r["bbox_list"].index(r["ref_bbox"])
-            best_other = max(s for j, s in enumerate(scores) if j != ref)
-            outcomes.append("correct" if scores[ref] > best_other
-                            else "tie" if scores[ref] == best_other else "wrong")
-    return outcomes
+            best_other = max(s for j, s in enumerate(sims) if j != ref)
+            outcomes.append("correct" if sims[ref] > best_other
+                            else "tie" if sims[ref] == best_other else "wrong")
+    return official, outcomes
 
 
-def test_released_file_matches_per_box_reference_item_by_item(released, tiny_bundle, tmp_path):
+def test_released_file_matches_released_loop_item_by_item(released, tiny_bundle, tmp_path):
     path, records, root = released
     assert len(records) == 440
     res = evaluate_negrefcocog(tiny_bundle, path, root, cache=ImageEmbeddingCache(tmp_path / "c"),
                                return_items=True)
-    expected = _reference_outcomes(tiny_bundle, records, root)
-    got = [it["outcome"] for it in res["items"]]
-    assert got == expected
+    official, expected = _released_loop(tiny_bundle, records, root)
+    assert [it["official_correct"] for it in res["items"]] == official
+    assert [it["outcome"] for it in res["items"]] == expected
     assert res["total"] == 440 and res["missing_images"] == 0 and res["skipped"] == 0
-    assert res["correct"] == expected.count("correct") and res["ties"] == expected.count("tie")
-    assert res["accuracy"] == pytest.approx(res["correct"] / 440)
+    assert res["correct"] == sum(official) and res["accuracy_official"] == sum(official) / 440
+    assert res["accuracy"] == res["accuracy_official"]
+    assert res["correct_strict"] == expected.count("correct") and res["ties"] == expected.count("tie")
+    assert res["accuracy_strict"] == pytest.approx(res["correct_strict"] / 440)
     # every image decoded once for all its boxes; duplicate boxes encoded once
     assert res["image_decodes"] == len({r["image"] for r in records})
     assert res["crops"] == len({(r["image"], tuple(b)) for r in records for b in r["bbox_list"]})
@@ -61,6 +67,26 @@ def test_released_file_matches_per_box_reference_item_by_item(released, tiny_bun
     # a second run reads every crop from the cache and gives the same answer
     again = evaluate_negrefcocog(tiny_bundle, path, root, cache=ImageEmbeddingCache(tmp_path / "c"))
     assert again["correct"] == res["correct"] and again["image_decodes"] == 0
+
+
+def test_flat_images_all_ties_official_loop_scores_one(tmp_path, tiny_bundle):
+    """Every crop of a flat image is the same picture: the released loop's scores are bit-equal,
+    np.argmax picks the first box (the reference), accuracy 1.0; batched encoding must not
+    turn ~1e-8 of noise into wins or losses."""
+    root = tmp_path / "flat"
+    root.mkdir()
+    recs = []
+    for i in range(12):
+        name = f"flat{i}.png"
+        Image.new("RGB", (64 + 8 * i, 48 + 4 * i), (20 * i % 256, 90, 200 - 10 * i)).save(root / name)
+        boxes = [[1, 2, 20 + i, 17], [30, 10, 24, 30 - i], [5 + i, 20, 33, 25], [0, 0, 64, 48]]
+        recs.append({"image": name, "phrase": f"a wall with no picture {i}", "ref_bbox": boxes[0],
+                     "bbox_list": boxes})
+    f = _write(tmp_path / "flat.json", recs)
+    official, outcomes = _released_loop(tiny_bundle, recs, root)
+    assert all(official) and set(outcomes) == {"tie"}
+    res = evaluate_negrefcocog(tiny_bundle, f, root, batch_size=3)
+    assert res["accuracy_official"] == 1.0 and res["ties"] == 12 and res["accuracy_strict"] == 0.0
 
 
 def _write(path, records):

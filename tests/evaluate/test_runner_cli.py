@@ -32,21 +32,24 @@ def setup(tmp_path_factory):
 
 
 def test_expand_and_specs(setup):
-    cfg = EvalConfig(valse_dir=str(setup / "valse"), valse_images=str(setup))
-    assert expand_benchmarks(["valse"], cfg) == ["valse-existence", "valse-plurals"]
-    with pytest.raises(NegationClipError, match="--negrefcocog, --negrefcocog-images"):
+    cfg = EvalConfig(inputs={"valse_dir": str(setup / "valse"), "valse_images": str(setup)})
+    assert expand_benchmarks(["valse"], cfg) == ["valse:existence", "valse:plurals"]
+    assert expand_benchmarks(["valse:plurals", "valse-existence"], cfg) == ["valse:plurals", "valse:existence"]
+    with pytest.raises(NegationClipError, match="needs --negrefcocog"):
         expand_benchmarks(["negrefcocog"], cfg)
     with pytest.raises(NegationClipError, match=r"--negrefcocog .*nope\.json: not found"):
-        expand_benchmarks(["negrefcocog"], EvalConfig(negrefcocog=str(setup / "nope.json"),
-                                                      negrefcocog_images=str(setup)))
+        expand_benchmarks(["negrefcocog"], EvalConfig(inputs={"negrefcocog": str(setup / "nope.json"),
+                                                              "negrefcocog_images": str(setup)}))
     with pytest.raises(NegationClipError, match="unknown benchmark 'nope'"):
         expand_benchmarks(["nope"], cfg)
+    with pytest.raises(NegationClipError, match="now called 'coco-negation'"):
+        expand_benchmarks(["negbench"], cfg)
     world_piece = setup / "valse_existence.json"
     world_piece.write_text((setup / "valse" / "existence.json").read_text())
-    cfg2 = EvalConfig(valse_files=[str(world_piece)], valse_images=str(setup))
-    assert expand_benchmarks(["valse", "valse-existence"], cfg2) == ["valse-existence"]
-    with pytest.raises(NegationClipError, match="no VALSE piece 'plurals'"):
-        expand_benchmarks(["valse-plurals"], cfg2)
+    cfg2 = EvalConfig(inputs={"valse_files": [str(world_piece)], "valse_images": str(setup)})
+    assert expand_benchmarks(["valse", "valse:existence"], cfg2) == ["valse:existence"]
+    with pytest.raises(NegationClipError, match="no valse part 'plurals'"):
+        expand_benchmarks(["valse:plurals"], cfg2)
     assert parse_model_spec("clip=openai/clip-vit-base-patch32") == ("clip", "openai/clip-vit-base-patch32")
     assert parse_model_spec("openai/clip-vit-base-patch32") == ("openai/clip-vit-base-patch32",) * 2
 
@@ -62,15 +65,22 @@ def test_eval_cli_two_models_report_and_resume(setup, tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert set(res["results"]) == {"a", "b"}
     for m in ("a", "b"):
-        assert list(res["results"][m]) == ["negrefcocog", "valse-existence", "valse-plurals"]
+        assert list(res["results"][m]) == ["negrefcocog", "valse:existence", "valse:plurals"]
         r = res["results"][m]["negrefcocog"]
         assert r["benchmark"] == "negrefcocog" and r["model"] == m and r["total"] == 4
-        assert 0 <= r["accuracy"] <= 1 and r["correct"] == round(r["accuracy"] * 4)
+        assert 0 <= r["accuracy_official"] <= 1 and r["correct"] == round(r["accuracy_official"] * 4)
         assert r["items_per_second"] > 0
+        # one CLIP_benchmark-layout JSON per (model, benchmark)
+        cb = json.loads((out / "clip_benchmark" / f"negrefcocog_{m}_en_region_selection.json").read_text())
+        assert set(cb) == {"dataset", "model", "pretrained", "task", "metrics", "language"}
+        assert cb["dataset"] == "negrefcocog" and cb["model"] == m
+        assert cb["metrics"]["accuracy_official"] == r["accuracy_official"]
+        assert (out / "clip_benchmark" / f"valse_existence_{m}_en_image_caption_selection.json").exists()
     assert res["models"]["a"]["source"] == str(setup / "model0")
     assert "torch" in res["software"] and res["errors"] == {}
     md = (out / "results.md").read_text()
-    assert "| a |" in md and "negrefcocog (accuracy, %)" in md
+    assert "| a |" in md and "negrefcocog (accuracy_official, %)" in md
+    assert "| model | accuracy_official (%) | accuracy_strict (%) | ties |" in md
     assert (out / "charts" / "negrefcocog.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "charts" / "summary.png").exists()
     # resume: nothing recomputed, same numbers
@@ -87,10 +97,11 @@ def test_missing_images_fail_one_benchmark_not_the_run(setup, tmp_path, capsys):
                "--benchmark", "valse-existence", "--valse-dir", str(setup / "valse"),
                "--valse-images", str(setup / "imgs"), "--out", str(out), "--cache-dir", "none",
                "--no-charts"])
-    assert rc == 1
+    assert rc == 2
+    assert "a / negrefcocog: error: " in capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert "4 of 4 images missing" in res["errors"]["a"]["negrefcocog"]
-    assert "valse-existence" in res["results"]["a"]
+    assert "valse:existence" in res["results"]["a"]
     assert len((out / "missing" / "negrefcocog.txt").read_text().splitlines()) == 4
     assert main(["eval", "--model", "x", "--out", str(out)]) == 2
     assert "at least one --benchmark" in capsys.readouterr().err
@@ -101,8 +112,19 @@ def test_eval_help_teaches_options(capsys):
         main(["eval", "--help"])
     text = capsys.readouterr().out
     for opt in ("--model", "--benchmark", "--max-missing", "--valse-file", "--zeroshot-templates",
-                "--karpathy", "--negbench-instances", "--negation-pairs", "examples:"):
+                "--karpathy", "--coco-negation-instances", "--negation-pairs", "--negbench-mcq",
+                "--negbench-retrieval", "--negbench-images", "--ccneg", "--ccneg-images",
+                "--sugarcrepe-dir", "--sugarcrepe-images", "--list", "examples:"):
         assert opt in text
+
+
+def test_eval_list(capsys):
+    assert main(["eval", "--list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("negrefcocog", "valse", "negbench-mcq", "negbench-retrieval", "ccneg",
+                 "sugarcrepe", "zeroshot", "coco-retrieval", "coco-negation", "negation-pairs"):
+        assert f"\n{name} " in "\n" + text
+    assert "official rule: negrefcocog_eval.py" in text
 
 
 def test_build_negrefcocog_cli(tmp_path):

@@ -3,55 +3,78 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
-from ..evaluate.runner import BENCHMARK_NAMES, EvalConfig
+from ..evaluate.runner import EvalConfig
 from ._base import _parser
 
-EVAL_EPILOG = """\
-benchmarks:
-  negrefcocog     NegRefCOCOg: does the negated expression pick its own box (accuracy, ties)
-  valse           every VALSE piece in --valse-dir/--valse-file (existence first);
-                  or one piece: valse-existence, valse-plurals, ...
-  zeroshot        zero-shot top-1/top-5 (ImageNet folder tree or list file; alias imagenet)
-  coco-retrieval  image->text and text->image R@1/5/10 (alias retrieval)
-  negbench        NegBench-style MCQ (affirmation/negation/hybrid) + negated retrieval
-  negation-pairs  NegWorld balanced pairs (accuracy, held-out phrasing accuracy)
+def _epilog() -> str:
+    from ..evaluate.registry import registry
+
+    lines = ["benchmarks (negationclip eval --list for inputs and official rules):"]
+    for b in registry().values():
+        lines.append(f"  {b.name:<19}{b.summary}")
+    return "\n".join(lines) + EVAL_EXAMPLES
+
+
+EVAL_EXAMPLES = """
+
+Every argmax benchmark reports accuracy_official (the benchmark's own rule, first maximum;
+tables lead with it), accuracy_strict and ties (scores within the tie tolerance).
 
 examples:
   negationclip eval --model clip=openai/clip-vit-base-patch32 --model negclip=negclip.pth \\
       --benchmark negrefcocog --negrefcocog NegRefCOCOg.json --negrefcocog-images train2014/ \\
       --benchmark valse --valse-dir valse/ --valse-images images/ --out results/
+  negationclip eval --model negclip.pth --benchmark negbench-mcq \\
+      --negbench-mcq COCO_val_mcq_llama3.1_rephrased.csv --negbench-mcq VOC2007_mcq_llama3.1_rephrased.csv \\
+      --benchmark negbench-retrieval --negbench-retrieval COCO_val_negated_retrieval_llama3.1_rephrased_affneg_true.csv \\
+      --negbench-images /data/images/ --out nb/
+  negationclip eval --model negclip.pth --benchmark ccneg --ccneg ccneg_preprocessed.pt \\
+      --ccneg-images ccneg_images/ --benchmark sugarcrepe --sugarcrepe-dir sugar-crepe/data/ \\
+      --sugarcrepe-images val2017/ --out cc/
   negationclip eval --model world-ckpt/ --benchmark negation-pairs \\
-      --negation-pairs world/negation_pairs.json --benchmark negbench \\
-      --negbench-instances world/instances_test.json --negbench-images world/images \\
+      --negation-pairs world/negation_pairs.json \\
       --benchmark valse --valse-file world/valse_existence.json --valse-images world/images \\
       --benchmark negrefcocog --negrefcocog world/negref.json \\
       --negrefcocog-images world/images --out r/
 
-writes <out>/results.json (per model, per benchmark, per metric; provenance; software),
-<out>/results.md, <out>/charts/*.png and <out>/missing/<benchmark>.txt for missing images.
-Re-running with the same --out resumes: finished (model, benchmark) pairs are kept."""
+writes <out>/results.json (results[model][benchmark]; multi-file benchmarks keyed
+<benchmark>:<file stem>, e.g. valse:existence), <out>/results.md, <out>/charts/*.png,
+<out>/clip_benchmark/*.json (CLIP_benchmark's {dataset, model, pretrained, task, metrics,
+language}) and <out>/missing/<benchmark>.txt for missing images. Re-running with the same
+--out resumes: finished (model, benchmark) pairs are kept. A benchmark that fails (bad file,
+too many missing images) is reported on stderr after the others finish; exit status 2."""
+
+
+_TYPES = {"int": int, "float": float}
 
 
 def add_eval_parser(sub, make_parser) -> None:
+    from ..evaluate.registry import all_inputs, registry
+
     p = make_parser(sub, "eval", "benchmark one or more models side by side",
-                    "Evaluate CLIP models on NegRefCOCOg, VALSE, zero-shot classification, COCO "
-                    "retrieval, NegBench-style negation tests and NegWorld negation pairs. Image "
-                    "embeddings go through the shared cache, so a second model sharing the "
-                    "vision tower (NegationCLIP only tunes the text encoder) re-encodes nothing.",
-                    EVAL_EPILOG)
+                    "Evaluate CLIP models on NegRefCOCOg, VALSE, NegBench (MCQ, retrieval), "
+                    "CC-Neg, SugarCREPE, zero-shot classification, COCO retrieval, negationclip's "
+                    "COCO negation tests and NegWorld negation pairs. Image embeddings go through "
+                    "the shared cache, so a second model sharing the vision tower (NegationCLIP "
+                    "only tunes the text encoder) re-encodes nothing.",
+                    _epilog())
     p.add_argument("--model", action="append", default=[], metavar="[LABEL=]SOURCE",
                    help="model to evaluate (repeat): Hugging Face id or folder, OpenAI/open_clip "
                         ".pt, released NegationCLIP .pth or .safetensors; LABEL names it in tables")
     p.add_argument("--benchmark", action="append", default=[], metavar="NAME",
-                   help=f"benchmark to run (repeat): {', '.join(BENCHMARK_NAMES)}")
+                   help="benchmark to run (repeat): " + ", ".join(registry())
+                        + "; NAME:PART runs one file of a multi-file benchmark (valse:existence)")
+    p.add_argument("--list", action="store_true", help="list the benchmarks, their inputs and "
+                                                       "official rules, and exit")
     p.add_argument("--out", default="eval-results", help="output folder")
     p.add_argument("--cache-dir", default=None,
                    help="image-embedding cache folder ('none': memory only); default "
                         "$NEGATIONCLIP_CACHE or ~/.cache/negationclip")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
-                   help="model dtype")
+                   help="model dtype (the tie tolerance follows it)")
     p.add_argument("--batch-size", type=int, default=64, help="image encoding batch size")
     p.add_argument("--max-missing", type=float, default=0.05,
                    help="fail a benchmark when more than this fraction of its images is missing "
@@ -60,59 +83,55 @@ def add_eval_parser(sub, make_parser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh instead of resuming from <out>/results.json")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG bar charts")
-    g = p.add_argument_group("NegRefCOCOg")
-    g.add_argument("--negrefcocog", help="NegRefCOCOg.json (released format)")
-    g.add_argument("--negrefcocog-images", help="folder with the COCO train2014 images it names")
-    g = p.add_argument_group("VALSE")
-    g.add_argument("--valse-dir", help="folder of VALSE piece files (existence.json, ...)")
-    g.add_argument("--valse-file", dest="valse_files", action="append", default=None,
-                   help="a single VALSE piece file (repeat), e.g. a NegWorld valse_existence.json")
-    g.add_argument("--valse-images", help="folder with the images named by 'image_file'")
-    g.add_argument("--valse-mturk-min-votes", type=int, default=None,
-                   help="keep only items at least this many VALSE annotators validated (0-3)")
-    g = p.add_argument_group("zero-shot classification")
-    g.add_argument("--zeroshot-root", help="ImageFolder tree root/<class>/<image> (ImageNet val "
-                                           "with WordNet-id folders gets the shipped names)")
-    g.add_argument("--zeroshot-list", help="list file: '<relative image path> <label index>' per line")
-    g.add_argument("--zeroshot-images", help="root the list file's paths are relative to "
-                                             "(default: the list file's folder)")
-    g.add_argument("--zeroshot-classnames", help="JSON list of class names (or folder -> name "
-                                                 "object); 'imagenet' for the shipped names")
-    g.add_argument("--zeroshot-templates", default="openai",
-                   help="'openai' (80 templates), 'simple' (7) or a JSON list with {c}")
-    g = p.add_argument_group("COCO retrieval")
-    g.add_argument("--karpathy", help="Karpathy split file (dataset_coco.json)")
-    g.add_argument("--retrieval-split", default="test", help="Karpathy split to evaluate")
-    g.add_argument("--coco-captions", help="COCO captions file (instead of --karpathy)")
-    g.add_argument("--coco-image-list", help="file names or ids of the images to use, one a line")
-    g.add_argument("--retrieval-images", help="image root (Karpathy: holds val2014/ etc.)")
-    g.add_argument("--captions-per-image", type=int, default=None,
-                   help="use at most this many captions per image (default: all)")
-    g = p.add_argument_group("NegBench-style tests")
-    g.add_argument("--negbench-instances", help="COCO-format instances file (COCO or NegWorld)")
-    g.add_argument("--negbench-images", help="folder the instances' file_name values are relative to")
-    g.add_argument("--negbench-max-images", type=int, default=None,
-                   help="sample at most this many images (seeded)")
-    g.add_argument("--seed", type=int, default=0, help="seed for the NegBench construction")
-    g = p.add_argument_group("NegWorld negation pairs")
-    g.add_argument("--negation-pairs", help="negation_pairs.json of a NegWorld export")
-    g.add_argument("--negation-pairs-root", help="export root (default: the file's folder)")
-    g.add_argument("--negation-pairs-split", default=None, help="only this split (default: all)")
+    shared = all_inputs(registry())
+    done: set[str] = set()
+    for b in registry().values():
+        g = p.add_argument_group(b.title)
+        for inp in b.inputs:
+            if inp.name in done:
+                continue
+            done.add(inp.name)
+            users = shared[inp.name][1]
+            extra = f" (used by {', '.join(users)})" if len(users) > 1 else ""
+            kw: dict = {"dest": inp.name, "help": inp.help + extra}
+            if inp.type in _TYPES:
+                kw["type"] = _TYPES[inp.type]
+            if inp.choices:
+                kw["choices"] = list(inp.choices)
+            if inp.metavar:
+                kw["metavar"] = inp.metavar
+            if inp.multiple:
+                kw |= {"action": "append", "default": None}
+            else:
+                kw["default"] = inp.default
+            g.add_argument(inp.option, **kw)
 
 
 def eval_config_from_args(args) -> EvalConfig:
-    names = {f.name for f in dataclasses.fields(EvalConfig)}
+    from ..evaluate.registry import all_inputs, registry
+
+    names = {f.name for f in dataclasses.fields(EvalConfig)} - {"inputs", "out_dir", "charts"}
     kw = {k: v for k, v in vars(args).items() if k in names}
-    return EvalConfig(out_dir=args.out, charts=not args.no_charts, **kw)
+    inputs = {n: getattr(args, n) for n in all_inputs(registry()) if hasattr(args, n)}
+    return EvalConfig(out_dir=args.out, charts=not args.no_charts, inputs=inputs, **kw)
 
 
 def run_eval_cli(args) -> int:
-    from ..evaluate.runner import run_eval
+    from ..evaluate.runner import list_benchmarks, run_eval
 
+    if args.list:
+        print(list_benchmarks())
+        return 0
     cfg = eval_config_from_args(args)
     results = run_eval(args.model, args.benchmark, cfg)
-    print(f"wrote {cfg.out_dir}/results.json, results.md" + ("" if args.no_charts else ", charts/"))
-    return 1 if results.get("errors") else 0
+    print(f"wrote {cfg.out_dir}/results.json, results.md, clip_benchmark/"
+          + ("" if args.no_charts else ", charts/"))
+    if results.get("errors"):
+        n = sum(len(v) for v in results["errors"].values())
+        print(f"error: {n} benchmark run(s) failed (see above and results.json 'errors')",
+              file=sys.stderr)
+        return 2
+    return 0
 
 
 def add_build_negrefcocog_parser(sub, make_parser) -> None:

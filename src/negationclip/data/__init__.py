@@ -1,4 +1,5 @@
-"""Readers and writers for the real dataset formats (COCO, VQAv2, NegRefCOCOg, VALSE) and
+"""Readers and writers for the real dataset formats (COCO, VQAv2, NegRefCOCOg, VALSE, NegBench,
+CC-Neg, SugarCREPE) and
 NegWorld, the rendered world that exports data in exactly those formats."""
 
 from .coco import (
@@ -15,7 +16,10 @@ from .coco import (
     write_coco_instances,
     write_karpathy,
 )
+from .ccneg import CcNegItem, load_ccneg
+from .negbench import McqItem, RetrievalItem, load_negbench_mcq, load_negbench_retrieval
 from .negref import NegRefItem, load_negref, write_negref
+from .sugarcrepe import SUBSETS as SUGARCREPE_SUBSETS, SugarCrepeItem, load_sugarcrepe, sugarcrepe_files
 from .valse import ValseItem, load_valse, write_valse
 from .vqa import VqaItem, load_vqa, write_vqa
 
@@ -26,4 +30,7 @@ __all__ = [
     "NegRefItem", "load_negref", "write_negref",
     "ValseItem", "load_valse", "write_valse",
     "VqaItem", "load_vqa", "write_vqa",
+    "CcNegItem", "load_ccneg", "McqItem", "RetrievalItem", "load_negbench_mcq",
+    "load_negbench_retrieval", "SUGARCREPE_SUBSETS", "SugarCrepeItem", "load_sugarcrepe",
+    "sugarcrepe_files",
 ]

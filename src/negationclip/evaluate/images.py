@@ -164,3 +164,41 @@ def check_missing(benchmark: str, missing: dict[str, str], total_images: int, ma
         raise NegationClipError(
             f"{benchmark}: {len(missing)} of {total_images} images missing or unreadable "
             f"({frac:.1%} > allowed {max_missing:.1%}), e.g. {first[1]}{where}")
+
+
+class ImageResolver:
+    """Where an image path written in a benchmark file lies on this machine.
+
+    Released files hold paths of their authors' machines (``/data/.../coco/val2017/x.jpg``).
+    With a ``root``, a path is looked up under it by its trailing components, the longest tail
+    that exists winning (``ROOT/data/.../val2017/x.jpg``, ..., ``ROOT/val2017/x.jpg``, then
+    ``ROOT/x.jpg``): the most specific match, so two folders holding the same file name are
+    told apart when the tree is kept, and a flat folder of images still works. Without a root,
+    relative paths are relative to ``base`` (the benchmark file's folder) and absolute ones
+    are used as they are. Unresolved paths map to ``ROOT/<basename>`` so the missing-image
+    report names where it was looked for.
+    """
+
+    def __init__(self, root: str | os.PathLike | None, base: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else None
+        self.base = Path(base) if base is not None else Path(".")
+        self._memo: dict[str, str] = {}
+
+    def __call__(self, written: str) -> str:
+        hit = self._memo.get(written)
+        if hit is None:
+            hit = self._memo[written] = self._resolve(written)
+        return hit
+
+    def _resolve(self, written: str) -> str:
+        parts = [p for p in written.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+        if self.root is None:
+            p = Path(written)
+            return str(p if p.is_absolute() else self.base / p)
+        if not parts:
+            return str(self.root)
+        for i in range(len(parts)):
+            cand = self.root.joinpath(*parts[i:])
+            if cand.is_file():
+                return str(cand)
+        return str(self.root / parts[-1])

@@ -1,197 +1,224 @@
-"""NegBench-style negation tests built from COCO-format instances (COCO, NegWorld, ...).
+"""NegBench (Alhamoud et al., CVPR 2025) on its released CSVs: multiple choice and (negated)
+retrieval, with the metrics of m1k2zoo/negbench ``benchmarks/src/evaluation/mcq.py`` and
+``retrieval.py``.
 
-For every image an object X it contains and a plausible object Y it lacks (chosen in
-proportion to how often Y co-occurs with X elsewhere in the dataset, so the negated object is
-one the scene could have held) give:
+Multiple choice (``evaluate_model`` there): the prediction is ``argmax`` over the options of
+cosine(image, caption), first maximum wins (here: the first option within ``tie_tol`` of the
+best, since batched encoding is not bit-equal to per-batch encoding); keys as released:
+``total_accuracy``, ``positive_accuracy``, ``negative_accuracy``, ``hybrid_accuracy``
+(None where NegBench gives NaN: no question of that type), ``most_common_wrong_answer_type``,
+``wrong_answer_percentages``, ``predictions_by_type``, ``wrong_answers_by_question_type``.
+The wrong-answer type is looked up by the predicted option's index, with the released maps:
+``{1: hybrid, 2: positive, 3: negative}``, or for the synthetic set ``{0: positive, 1: hybrid,
+2: hybrid, 3: negative}`` (where, as released, ``wrong_answer_percentages["hybrid"]`` is
+index 2's share: the dict comprehension keeps the last of the two; ``wrong_answer_counts`` by
+index is given beside). That lookup assumes the released layout (correct answer at index 0);
+for files with other answer positions the breakdown is None and says why. Binary files
+(``evaluate_binary_mcq_model``): ``total_accuracy`` only. Every MCQ result also carries
+``accuracy_official`` (= ``total_accuracy``), ``accuracy_strict`` and ``ties``.
 
-* **Negated retrieval**: the query "a photo with X but no Y" over all the images; a hit at K
-  is any of the top K images that contains X and not Y. Also reported: how often the top-1
-  image contains the very object the query negates, and the affirmative query "a photo with
-  X" as a control.
-* **Multiple choice**, three questions per image, one per template type, four options each,
-  all built from the same wording family so only the content differs:
+Retrieval (``evaluate_model`` in ``retrieval.py``): one gallery entry per row, only the row's
+own image is positive for its captions; ``image_retrieval_recall@k`` (per caption: is its
+image in the top k, ``torch.topk``) and ``text_retrieval_recall@k`` (per row: is any of its
+captions in the top k), k = 1, 5.
 
-  - affirmation: correct "features X"; wrong "does not feature X", "features Y", "features Y but not X"
-  - negation:    correct "does not feature Y"; wrong "features Y", "does not feature X", "features Y but not X"
-  - hybrid:      correct "features X but not Y"; wrong "features Y but not X", "does not feature X", "features Y"
-
-  Every wrong option is false of the image; a model that ignores negation cannot separate
-  "features X" from "does not feature X". Chance is 25%.
+Missing images are a counted miss (``missing_images``, the list in ``missing_out``); their rows
+are left out; too many fail the benchmark (``max_missing``).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
-from ..data.coco import CocoInstances, load_coco_instances
+from ..data.negbench import TEMPLATES, McqItem, RetrievalItem, load_negbench_mcq, load_negbench_retrieval
 from ..models import ClipBundle, ImageEmbeddingCache, encode_text
 from ..utils import NegationClipError
-from .images import check_missing, embed_keys, load_whole
-from .metrics import choice_outcomes, set_recall_at_k, top1_rate
+from .images import ImageResolver, check_missing, embed_keys, load_whole
+from .metrics import TIE_TOL, choice_outcomes
 from .negrefcocog import _model_name
 
-TYPES = ("affirmation", "negation", "hybrid")
-
-# (affirmation, negation, hybrid) wordings; {x} is present, {y} absent in the correct option.
-MCQ_FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("This image features {x}.", "This image does not feature {y}.",
-     "This image features {x} but not {y}."),
-    ("There is {ax} in this image.", "There is no {y} in this image.",
-     "There is {ax} but no {y} in this image."),
-    ("A photo that includes {ax}.", "A photo that does not include {ay}.",
-     "A photo that includes {ax} and not {ay}."),
-)
-RETRIEVAL_TEMPLATES: tuple[str, ...] = ("a photo with {x} but no {y}",)
-AFFIRMATIVE_TEMPLATE = "a photo with {x}"
+WRONG_ANSWER_TYPES = {"default": {1: "hybrid", 2: "positive", 3: "negative"},
+                      "synthetic": {0: "positive", 1: "hybrid", 2: "hybrid", 3: "negative"}}
 
 
-def _article(noun: str) -> str:
-    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+def mcq_mapping_for(path: str | os.PathLike | None, mapping: str = "auto") -> str:
+    """``synthetic`` for NegBench's synthetic MCQ file (by name, as its loader keys it), else
+    ``default``; an explicit ``mapping`` wins."""
+    if mapping != "auto":
+        if mapping not in WRONG_ANSWER_TYPES:
+            raise NegationClipError(f"wrong-answer mapping {mapping!r}: choose auto, "
+                                    f"{', '.join(WRONG_ANSWER_TYPES)}")
+        return mapping
+    return "synthetic" if path is not None and "synthetic" in Path(path).stem.lower() else "default"
 
 
-def _fill(t: str, x: str, y: str) -> str:
-    return t.format(x=x, y=y, ax=_article(x), ay=_article(y))
+def _images(bundle, written: Sequence[str], resolver: ImageResolver, cache, batch_size: int,
+            desc: str, bench: str, max_missing: float, missing_out):
+    paths = [resolver(p) for p in written]
+    emb = embed_keys(bundle, paths, load_whole, cache, batch_size=batch_size, desc=desc)
+    check_missing(bench, emb.failed, len(emb.keys), max_missing, missing_out)
+    ok = [bool(emb.ok[emb.index[p]]) for p in paths]
+    return paths, emb, ok
 
 
-@dataclass
-class Question:
-    image: int  # index into the gallery
-    kind: str  # affirmation / negation / hybrid
-    options: list[str]
-    answer: int
-    present: str
-    absent: str
+def _text_index(bundle, texts: Sequence[str]) -> tuple[torch.Tensor, dict[str, int]]:
+    uniq = list(dict.fromkeys(texts))
+    return encode_text(bundle, uniq, show_progress=len(uniq) > 2048), {t: i for i, t in enumerate(uniq)}
 
 
-@dataclass
-class Query:
-    text: str
-    positives: set[int]
-    contains_negated: set[int]
-    affirmative: str
-    affirmative_positives: set[int]
+def _load(path, loader, source: str | None):
+    """(name of the file, items): from a path, or from items already read (``source`` names
+    their file for messages and relative image paths)."""
+    if isinstance(path, (str, os.PathLike)):
+        return str(path), loader(path)
+    return source or "<items>", list(path)
 
 
-def build_negbench(inst: CocoInstances, *, max_images: int | None = None, seed: int = 0
-                   ) -> tuple[list[int], list[Question], list[Query], Counter]:
-    """(gallery image ids, questions, negated-retrieval queries, skip counts), deterministic in
-    ``seed``."""
-    present: dict[int, set[str]] = {}
-    for iid in sorted(inst.images):
-        names = {inst.categories[a.category_id] for a in inst.annotations_by_image.get(iid, [])}
-        if names:
-            present[iid] = names
-    skipped: Counter = Counter()
-    skipped["no_objects"] = len(inst.images) - len(present)
-    ids = sorted(present)
-    if max_images is not None and len(ids) > max_images:
-        ids = sorted(random.Random(seed).sample(ids, max_images))
-    vocab = sorted(set().union(*present.values())) if present else []
-    cooc: dict[str, Counter] = defaultdict(Counter)
-    for names in present.values():
-        for a in names:
-            for b in names:
-                if a != b:
-                    cooc[a][b] += 1
-    gallery = {iid: k for k, iid in enumerate(ids)}
-    has = {name: {gallery[i] for i in ids if name in present[i]} for name in vocab}
-    questions: list[Question] = []
-    queries: dict[str, Query] = {}
-    for iid in ids:
-        rng = random.Random(f"{seed}:{iid}")
-        here = sorted(present[iid])
-        absent = [c for c in vocab if c not in present[iid]]
-        if not absent:
-            skipped["no_absent_category"] += 1
-            continue
-        x = rng.choice(here)
-        y = rng.choices(absent, weights=[cooc[x][c] + 1 for c in absent])[0]
-        fam = MCQ_FAMILIES[rng.randrange(len(MCQ_FAMILIES))]
-        # A(p, q) says p is present, N(p, q) says q is absent, H(p, q) says both.
-        A, N, H = (lambda p, q, t=t: _fill(t, p, q) for t in fam)
-        specs = {
-            "affirmation": (A(x, y), [N(y, x), A(y, x), H(y, x)]),
-            "negation": (N(x, y), [A(y, x), N(y, x), H(y, x)]),
-            "hybrid": (H(x, y), [H(y, x), N(y, x), A(y, x)]),
-        }
-        for kind in TYPES:
-            correct, wrong = specs[kind]
-            opts = [correct] + wrong
-            order = list(range(4))
-            rng.shuffle(order)
-            questions.append(Question(gallery[iid], kind, [opts[o] for o in order],
-                                      order.index(0), x, y))
-        q = _fill(RETRIEVAL_TEMPLATES[rng.randrange(len(RETRIEVAL_TEMPLATES))], x, y)
-        if q not in queries:
-            queries[q] = Query(q, has[x] - has[y], has[x] & has[y], _fill(AFFIRMATIVE_TEMPLATE, x, y),
-                               has[x])
-    return ids, questions, list(queries.values()), skipped
-
-
-def evaluate_negbench(bundle: ClipBundle, instances: str | os.PathLike | CocoInstances,
-                      image_root: str | os.PathLike, *, cache: ImageEmbeddingCache | None = None,
-                      max_images: int | None = None, seed: int = 0, batch_size: int = 64,
-                      max_missing: float = 0.05, missing_out: str | os.PathLike | None = None,
-                      model_name: str | None = None, benchmark: str = "negbench") -> dict:
-    """MCQ accuracy (``accuracy``, and per template type) and negated-retrieval recall."""
+def evaluate_negbench_mcq(bundle: ClipBundle, path: str | os.PathLike | Sequence[McqItem],
+                          image_root: str | os.PathLike | None = None, *,
+                          cache: ImageEmbeddingCache | None = None, batch_size: int = 64,
+                          max_missing: float = 0.05, missing_out: str | os.PathLike | None = None,
+                          limit: int | None = None, model_name: str | None = None,
+                          mapping: str = "auto", tie_tol: float = TIE_TOL,
+                          benchmark: str = "negbench-mcq", return_items: bool = False,
+                          source: str | None = None) -> dict:
+    """NegBench multiple choice on one released CSV (4-option or binary); ``path`` is the
+    file or its rows already read (then ``source`` names the file)."""
     t0 = time.perf_counter()
-    inst = instances if isinstance(instances, CocoInstances) else load_coco_instances(instances)
-    ids, questions, queries, skipped = build_negbench(inst, max_images=max_images, seed=seed)
-    if not questions:
-        raise NegationClipError(f"{benchmark}: no image has both a present and an absent category")
-    root = Path(image_root)
-    paths = [str(root / inst.images[i].file_name) for i in ids]
-    emb = embed_keys(bundle, paths, load_whole, cache, batch_size=batch_size, desc=f"{benchmark} images")
-    check_missing(benchmark, emb.failed, len(paths), max_missing, missing_out)
-    ok = torch.tensor([bool(emb.ok[emb.index[p]]) for p in paths], dtype=torch.bool)
-    img = emb.rows(paths)
-    texts = list(dict.fromkeys([o for q in questions for o in q.options]
-                               + [q.text for q in queries] + [q.affirmative for q in queries]))
-    tix = {t: i for i, t in enumerate(texts)}
-    temb = encode_text(bundle, texts, show_progress=True)
-    out: dict = {"benchmark": benchmark, "model": _model_name(bundle, model_name)}
-
-    # multiple choice
-    mq = [q for q in questions if bool(ok[q.image])]
-    if mq:
-        scores = torch.stack([temb[[tix[o] for o in q.options]] @ img[q.image] for q in mq])
-        right, tie = choice_outcomes(scores, torch.tensor([q.answer for q in mq]))
+    source, items = _load(path, load_negbench_mcq, source)
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise NegationClipError(f"{source}: no questions")
+    n_opt = len(items[0].captions)
+    if any(len(it.captions) != n_opt for it in items):
+        raise NegationClipError(f"{source}: items with different numbers of options")
+    base = Path(source).parent if source != "<items>" else None
+    resolver = ImageResolver(image_root, base)
+    paths, emb, ok = _images(bundle, [it.image_path for it in items], resolver, cache, batch_size,
+                             f"{benchmark} images", benchmark, max_missing, missing_out)
+    keep = [i for i, good in enumerate(ok) if good]
+    kept = [items[i] for i in keep]
+    temb, tix = _text_index(bundle, [c for it in kept for c in it.captions])
+    if kept:
+        img = emb.rows([paths[i] for i in keep])  # [N, D]
+        opts = temb[torch.tensor([[tix[c] for c in it.captions] for it in kept])]  # [N, K, D]
+        scores = torch.einsum("bf,bnf->bn", img.double(), opts.double())
     else:
-        right = tie = torch.zeros(0, dtype=torch.bool)
-    out |= {"accuracy": float(right.float().mean()) if mq else None, "correct": int(right.sum()),
-            "total": len(mq), "ties": int(tie.sum())}
-    for kind in TYPES:
-        m = torch.tensor([q.kind == kind for q in mq], dtype=torch.bool).reshape(-1)
-        n = int(m.sum())
-        out[f"mcq_{kind}_accuracy"] = float(right[m].float().mean()) if n else None
-        out[f"mcq_{kind}_total"] = n
-
-    # negated retrieval over the readable gallery
-    good = ok.nonzero().flatten().tolist()
-    remap = {g: k for k, g in enumerate(good)}
-    gal = img[good]
-
-    def remapped(s: set[int]) -> set[int]:
-        return {remap[i] for i in s if i in remap}
-
-    rq = [q for q in queries if remapped(q.positives)]
-    out["retrieval_queries"] = len(rq)
-    if rq and good:
-        sim = temb[[tix[q.text] for q in rq]] @ gal.T
-        out |= {f"retrieval_neg_{k}": v for k, v in set_recall_at_k(sim, [remapped(q.positives) for q in rq]).items()}
-        out["retrieval_neg_top1_contains_negated"] = top1_rate(sim, [remapped(q.contains_negated) for q in rq])
-        asim = temb[[tix[q.affirmative] for q in rq]] @ gal.T
-        out |= {f"retrieval_aff_{k}": v for k, v in
-                set_recall_at_k(asim, [remapped(q.affirmative_positives) for q in rq]).items()}
+        scores = torch.zeros(0, n_opt, dtype=torch.float64)
+    answer = torch.tensor([it.correct_answer for it in kept], dtype=torch.long)
+    c = choice_outcomes(scores, answer, tie_tol) if kept else None
+    pred = c.pred.tolist() if c is not None else []
+    right = [p == a for p, a in zip(pred, answer.tolist())]
+    total = len(kept)
+    out: dict = {"benchmark": benchmark, "model": _model_name(bundle, model_name), "file": source}
+    correct = sum(right)
+    strict = int(c.strict.sum()) if c is not None else 0
+    out |= {"total_accuracy": correct / total if total else None,
+            "accuracy": correct / total if total else None,
+            "accuracy_official": correct / total if total else None,
+            "accuracy_strict": strict / total if total else None,
+            "correct": correct, "correct_strict": strict,
+            "ties": int(c.tie.sum()) if c is not None else 0, "total": total,
+            "options": n_opt}
+    if n_opt == 4:
+        out |= _mcq_breakdown(kept, pred, right, mcq_mapping_for(
+            None if source == "<items>" else source, mapping))
     elapsed = time.perf_counter() - t0
-    out |= {"images": len(good), "items_per_second": (len(questions) + len(queries)) / elapsed,
-            "missing_images": len(emb.failed), "skipped_images": dict(skipped), "seed": seed,
-            "seconds": elapsed}
+    out |= {"tie_tol": tie_tol, "missing_images": len(emb.failed), "skipped": len(items) - total,
+            "items_per_second": len(items) / elapsed if elapsed > 0 else None, "seconds": elapsed}
+    if return_items:
+        out["items"] = [{"row": it.row, "predicted": p, "correct_answer": it.correct_answer,
+                         "scores": [float(s) for s in row]}
+                        for it, p, row in zip(kept, pred, scores)]
     return out
+
+
+def _mcq_breakdown(items: list[McqItem], pred: list[int], right: list[bool], mapping: str) -> dict:
+    """NegBench's per-type accuracies and wrong-answer breakdown (see the module docstring)."""
+    by_type = Counter(it.template for it in items)
+    ok_by_type = Counter(it.template for it, r in zip(items, right) if r)
+    out: dict = {f"{t}_accuracy": (ok_by_type[t] / by_type[t]) if by_type[t] else None
+                 for t in TEMPLATES}
+    out |= {f"{t}_total": by_type[t] for t in TEMPLATES}
+    out["wrong_answer_mapping"] = mapping
+    to_type = WRONG_ANSWER_TYPES[mapping]
+    if any(it.correct_answer != 0 for it in items):
+        why = ("unavailable: NegBench looks the wrong-answer type up by option index, which "
+               "needs correct_answer 0 on every row (the released layout)")
+        return out | {"most_common_wrong_answer_type": None, "wrong_answer_percentages": None,
+                      "predictions_by_type": None, "wrong_answers_by_question_type": None,
+                      "wrong_answer_counts": None, "wrong_answer_breakdown": why}
+    counts = {k: 0 for k in to_type}
+    predictions = {t: 0 for t in TEMPLATES}
+    by_question = {q: {t: 0 for t in TEMPLATES} for q in TEMPLATES}
+    for it, p, r in zip(items, pred, right):
+        if r:
+            predictions[it.template] += 1
+        else:
+            wrong = to_type[p]
+            counts[p] += 1
+            predictions[wrong] += 1
+            by_question[it.template][wrong] += 1
+    total_wrong = sum(counts.values())
+    most = max(counts, key=counts.get)
+    return out | {
+        "most_common_wrong_answer_type": to_type[most] if total_wrong else None,
+        "wrong_answer_percentages": ({to_type[k]: v / total_wrong * 100 for k, v in counts.items()}
+                                     if total_wrong else None),
+        "predictions_by_type": predictions, "wrong_answers_by_question_type": by_question,
+        "wrong_answer_counts": {str(k): v for k, v in counts.items()}}
+
+
+def evaluate_negbench_retrieval(bundle: ClipBundle, path: str | os.PathLike | Sequence[RetrievalItem],
+                                image_root: str | os.PathLike | None = None, *,
+                                cache: ImageEmbeddingCache | None = None, batch_size: int = 64,
+                                max_missing: float = 0.05,
+                                missing_out: str | os.PathLike | None = None,
+                                limit: int | None = None, model_name: str | None = None,
+                                ks: Sequence[int] = (1, 5), benchmark: str = "negbench-retrieval",
+                                source: str | None = None) -> dict:
+    """NegBench (negated) retrieval on one released CSV; recall as ``retrieval.py``."""
+    t0 = time.perf_counter()
+    source, items = _load(path, load_negbench_retrieval, source)
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise NegationClipError(f"{source}: no rows")
+    base = Path(source).parent if source != "<items>" else None
+    resolver = ImageResolver(image_root, base)
+    paths, emb, ok = _images(bundle, [it.image_path for it in items], resolver, cache, batch_size,
+                             f"{benchmark} images", benchmark, max_missing, missing_out)
+    keep = [i for i, good in enumerate(ok) if good]
+    texts = [c for i in keep for c in items[i].captions]
+    owner = [k for k, i in enumerate(keep) for _ in items[i].captions]
+    out: dict = {"benchmark": benchmark, "model": _model_name(bundle, model_name), "file": source,
+                 "images": len(keep), "texts": len(texts)}
+    if keep and texts:
+        temb, tix = _text_index(bundle, texts)
+        scores = temb[[tix[t] for t in texts]] @ emb.rows([paths[i] for i in keep]).T  # [T, I]
+        positive = torch.zeros_like(scores, dtype=torch.bool)
+        positive[torch.arange(len(texts)), torch.tensor(owner)] = True
+        for k in ks:
+            out[f"image_retrieval_recall@{k}"] = _recall(scores, positive, k)
+            out[f"text_retrieval_recall@{k}"] = _recall(scores.T, positive.T, k)
+    else:
+        out |= {f"{d}_retrieval_recall@{k}": None for k in ks for d in ("image", "text")}
+    out["headline_metric"] = f"image_retrieval_recall@{ks[0]}"
+    elapsed = time.perf_counter() - t0
+    out |= {"missing_images": len(emb.failed), "skipped": len(items) - len(keep),
+            "items_per_second": len(items) / elapsed if elapsed > 0 else None, "seconds": elapsed}
+    return out
+
+
+def _recall(scores: torch.Tensor, positive: torch.Tensor, k: int) -> float:
+    """Share of queries (rows) with a positive among their top ``k`` columns (``torch.topk``;
+    k is capped at the gallery size, where NegBench's topk would fail)."""
+    top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices
+    return float(positive.gather(1, top).any(dim=1).float().mean())

@@ -7,7 +7,9 @@
      "errors": {label: {benchmark: message}}, "config": {...}}
 
 Each benchmark's headline metric is ``result["headline_metric"]`` if present, else
-``accuracy`` (fractions in [0, 1]; the table and charts show percentages).
+``accuracy_official`` (the benchmark's own rule), else ``accuracy`` (fractions in [0, 1]; the
+table and charts show percentages). Detail tables put ``accuracy_official`` first, then
+``accuracy_strict`` and ``ties``.
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ from ..utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 FORMAT = "negationclip-eval/1"
 
 # Metrics shown next to the headline in the per-benchmark tables, when present.
-_DETAIL_KEYS = ("accuracy", "ties", "accuracy_ties_as_correct", "top1", "top5",
+_DETAIL_KEYS = ("accuracy_official", "accuracy_strict", "ties", "all_items.accuracy_official",
+                "all_items.total", "total_accuracy", "positive_accuracy", "negative_accuracy",
+                "hybrid_accuracy", "image_retrieval_recall@1", "image_retrieval_recall@5",
+                "text_retrieval_recall@1", "text_retrieval_recall@5",
+                "add_att_acc", "add_obj_acc", "replace_att_acc", "replace_obj_acc",
+                "replace_rel_acc", "swap_att_acc", "swap_obj_acc", "accuracy", "top1", "top5",
                 "heldout_accuracy", "trained_phrasing_accuracy",
                 "mcq_affirmation_accuracy", "mcq_negation_accuracy", "mcq_hybrid_accuracy",
                 "retrieval_neg_r1", "retrieval_neg_r5", "retrieval_neg_top1_contains_negated",
                 "retrieval_aff_r1", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
                 "total", "missing_images", "items_per_second")
-_COUNTS = {"ties", "total", "missing_images", "correct"}
+_COUNTS = {"ties", "total", "missing_images", "correct", "all_items.total"}
 
 
 def software_versions() -> dict:
@@ -57,9 +64,20 @@ def new_results(config: dict | None = None) -> dict:
 
 
 def headline(result: dict) -> tuple[str, float | None]:
-    key = result.get("headline_metric", "accuracy")
+    key = result.get("headline_metric") or ("accuracy_official" if "accuracy_official" in result
+                                            else "accuracy")
     val = result.get(key)
     return key, (float(val) if isinstance(val, (int, float)) else None)
+
+
+def _get(result: dict, key: str):
+    """``key`` or a dotted path into nested dicts (``all_items.total``)."""
+    val = result
+    for part in key.split("."):
+        if not isinstance(val, dict) or part not in val:
+            return None
+        val = val[part]
+    return val
 
 
 def _pct(v) -> str:
@@ -120,7 +138,9 @@ def markdown(results: dict) -> str:
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     for b in benches:
         keys = [k for k in _DETAIL_KEYS
-                if any(k in results["results"].get(m, {}).get(b, {}) for m in models)]
+                if any(_get(results["results"].get(m, {}).get(b, {}), k) is not None for m in models)]
+        if "accuracy_official" in keys and "accuracy" in keys:
+            keys.remove("accuracy")  # the same figure
         lines += ["", f"## {b}", "", "| model | " + " | ".join(
             k + ("" if k in _COUNTS or k == "items_per_second" else " (%)") for k in keys) + " |",
                   "|---" * (len(keys) + 1) + "|"]
@@ -130,7 +150,7 @@ def markdown(results: dict) -> str:
                 err = results.get("errors", {}).get(m, {}).get(b)
                 lines.append(f"| {m} | " + (f"error: {err}" if err else "—") + " |")
                 continue
-            lines.append(f"| {m} | " + " | ".join(_cell(k, r.get(k)) for k in keys) + " |")
+            lines.append(f"| {m} | " + " | ".join(_cell(k, _get(r, k)) for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 

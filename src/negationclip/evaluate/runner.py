@@ -3,28 +3,35 @@
 Models are evaluated one at a time (each loaded once for all its benchmarks) and every image
 embedding goes through one shared ``ImageEmbeddingCache``. ``results.json`` is rewritten
 after each benchmark, so a killed run resumes: finished (model, benchmark) pairs are kept and
-skipped unless ``overwrite`` is set. A benchmark that fails (e.g. too many missing images)
-is recorded under ``errors`` and the others still run.
+skipped unless ``overwrite`` is set. A benchmark that fails (a bad input file, too many
+missing images) is recorded under ``errors``, reported on stderr, and the others still run.
+Benchmarks are plug-ins (``registry.py``, ``benchmarks/``); beside ``results.json`` each
+(model, benchmark) result is also written in CLIP_benchmark's layout under
+``<out>/clip_benchmark/``.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from ..utils import NegationClipError, load_json
+from ..utils import NegationClipError, atomic_write_json, load_json
 from ..utils.progress import progress
-from .report import FORMAT, headline, new_results, software_versions, write_report
+from .metrics import tie_tolerance
+from .registry import Benchmark, RunContext, registry, resolve_name
+from .report import FORMAT, _safe, headline, new_results, software_versions, write_report
 
 
 @dataclass
 class EvalConfig:
-    """Where each benchmark's data lives, and how to run. Paths left None disable nothing by
-    themselves: asking for a benchmark whose inputs are missing is an error naming them."""
+    """How to run (shared by every benchmark) and ``inputs``: each benchmark plug-in's inputs
+    by name (``registry.default_inputs()`` gives them all at their defaults). Asking for a
+    benchmark whose required inputs are missing is an error naming its options."""
 
     out_dir: str = "eval-results"
     cache_dir: str | None = None  # None: the default shared cache; "none": in memory only
@@ -35,144 +42,112 @@ class EvalConfig:
     limit: int | None = None  # first N items per benchmark (quick looks)
     overwrite: bool = False
     charts: bool = True
-    # NegRefCOCOg
-    negrefcocog: str | None = None
-    negrefcocog_images: str | None = None
-    # VALSE
-    valse_dir: str | None = None
-    valse_files: list[str] | None = None  # single piece files (e.g. a NegWorld valse_existence.json)
-    valse_images: str | None = None
-    valse_mturk_min_votes: int | None = None
-    # zero-shot classification
-    zeroshot_root: str | None = None
-    zeroshot_list: str | None = None
-    zeroshot_images: str | None = None
-    zeroshot_classnames: str | None = None
-    zeroshot_templates: str = "openai"
-    # retrieval
-    karpathy: str | None = None
-    retrieval_split: str = "test"
-    coco_captions: str | None = None
-    coco_image_list: str | None = None
-    retrieval_images: str | None = None
-    captions_per_image: int | None = None
-    # NegBench-style
-    negbench_instances: str | None = None
-    negbench_images: str | None = None
-    negbench_max_images: int | None = None
-    seed: int = 0
-    # NegWorld negation pairs
-    negation_pairs: str | None = None
-    negation_pairs_root: str | None = None
-    negation_pairs_split: str | None = None
+    inputs: dict = field(default_factory=dict)
+
+    def all_inputs(self) -> dict:
+        from .registry import default_inputs
+
+        return default_inputs() | {k: v for k, v in self.inputs.items() if v is not None}
 
 
-BENCHMARK_NAMES = ("negrefcocog", "valse", "valse-<piece>", "zeroshot", "coco-retrieval",
-                   "negbench", "negation-pairs")
-_ALIASES = {"imagenet": "zeroshot", "retrieval": "coco-retrieval", "negref": "negrefcocog",
-            "pairs": "negation-pairs"}
+@dataclass
+class Unit:
+    """One result key of one benchmark: ``negrefcocog``, ``valse:existence``, ..."""
+
+    key: str
+    benchmark: Benchmark
+    payload: Any
 
 
-def _need(cfg: EvalConfig, bench: str, *names: str) -> None:
-    """The options are given and the paths they name exist (checked before any model loads)."""
-    missing = [n for n in names if getattr(cfg, n) in (None, "")]
-    if missing:
-        opts = ", ".join("--" + n.replace("_", "-") for n in missing)
-        raise NegationClipError(f"benchmark {bench!r} needs {opts}")
-    _exists(cfg, *names)
+def plan_benchmarks(names: list[str], cfg: EvalConfig, *, errors: dict | None = None) -> list[Unit]:
+    """The result keys to compute, in order: aliases resolved, multi-file benchmarks expanded,
+    inputs checked and read (before any model loads).
 
-
-def _exists(cfg: EvalConfig, *names: str) -> None:
-    for n in names:
-        v = getattr(cfg, n)
-        if v not in (None, "") and not Path(v).exists():
-            raise NegationClipError(f"--{n.replace('_', '-')} {v}: not found")
-
-
-def valse_paths(cfg: EvalConfig) -> dict[str, Path]:
-    """Piece name -> file, from --valse-dir (existence first) and --valse-file."""
-    from .valse import piece_name, valse_pieces
-
-    if not cfg.valse_dir and not cfg.valse_files:
-        raise NegationClipError("VALSE benchmarks need --valse-dir or --valse-file")
-    paths = list(valse_pieces(cfg.valse_dir)) if cfg.valse_dir else []
-    for f in cfg.valse_files or []:
-        if not Path(f).is_file():
-            raise NegationClipError(f"{f}: VALSE piece file not found")
-        paths.append(Path(f))
-    return {piece_name(p): p for p in paths}
+    An unknown name or a missing required option raises. A benchmark whose files cannot be
+    read is recorded in ``errors`` (key -> message) when given, so the others still run;
+    without ``errors`` it raises.
+    """
+    inputs = cfg.all_inputs()
+    planned: dict[str, Unit] = {}
+    units_of: dict[str, dict] = {}
+    for raw in names:
+        bench, part = resolve_name(raw)
+        bench.check(inputs)
+        if bench.name not in units_of:
+            try:
+                units_of[bench.name] = bench.plan(inputs)
+            except NegationClipError as e:
+                if errors is None:
+                    raise
+                errors[bench.name] = str(e)
+                units_of[bench.name] = {}
+                continue
+        units = units_of[bench.name]
+        if part is not None:
+            key = f"{bench.name}:{part}"
+            if key not in units:
+                if bench.name in (errors or {}):
+                    continue
+                have = ", ".join(k.split(":", 1)[-1] for k in units) or "none"
+                raise NegationClipError(f"no {bench.name} part {part!r} in the given inputs (have: {have})")
+            planned.setdefault(key, Unit(key, bench, units[key]))
+        else:
+            for key, payload in units.items():
+                planned.setdefault(key, Unit(key, bench, payload))
+    return list(planned.values())
 
 
 def expand_benchmarks(names: list[str], cfg: EvalConfig) -> list[str]:
-    """Resolve aliases, expand ``valse`` into its pieces (existence first), check inputs."""
-    out: list[str] = []
-    for raw in names:
-        name = _ALIASES.get(raw, raw)
-        if name == "valse":
-            _need(cfg, name, "valse_images")
-            out += [f"valse-{piece}" for piece in valse_paths(cfg)]
-            continue
-        if name.startswith("valse-"):
-            _need(cfg, name, "valse_images")
-            if name[6:] not in valse_paths(cfg):
-                raise NegationClipError(f"no VALSE piece {name[6:]!r} in --valse-dir/--valse-file "
-                                        f"(have: {', '.join(valse_paths(cfg)) or 'none'})")
-        elif name == "negrefcocog":
-            _need(cfg, name, "negrefcocog", "negrefcocog_images")
-        elif name == "zeroshot":
-            if not (cfg.zeroshot_root or cfg.zeroshot_list):
-                raise NegationClipError("benchmark 'zeroshot' needs --zeroshot-root or --zeroshot-list")
-            _exists(cfg, "zeroshot_root", "zeroshot_list", "zeroshot_images")
-        elif name == "coco-retrieval":
-            if not (cfg.karpathy or cfg.coco_captions):
-                raise NegationClipError("benchmark 'coco-retrieval' needs --karpathy or --coco-captions")
-            _need(cfg, name, "retrieval_images")
-            _exists(cfg, "karpathy", "coco_captions", "coco_image_list")
-        elif name == "negbench":
-            _need(cfg, name, "negbench_instances", "negbench_images")
-        elif name == "negation-pairs":
-            _need(cfg, name, "negation_pairs")
-            _exists(cfg, "negation_pairs_root")
-        else:
-            raise NegationClipError(f"unknown benchmark {raw!r}; choose from {', '.join(BENCHMARK_NAMES)}")
-        out.append(name)
-    return list(dict.fromkeys(out))
+    """The result keys ``names`` stand for (see ``plan_benchmarks``)."""
+    return [u.key for u in plan_benchmarks(names, cfg)]
 
 
-def run_benchmark(name: str, bundle, cfg: EvalConfig, *, cache=None, model_name: str | None = None,
-                  missing_out: str | os.PathLike | None = None) -> dict:
-    """One benchmark on one loaded model, with the inputs named in ``cfg``."""
-    common = dict(cache=cache, batch_size=cfg.batch_size, max_missing=cfg.max_missing,
-                  missing_out=missing_out, model_name=model_name)
-    if name == "negrefcocog":
-        from .negrefcocog import evaluate_negrefcocog
-        return evaluate_negrefcocog(bundle, cfg.negrefcocog, cfg.negrefcocog_images,
-                                    limit=cfg.limit, **common)
-    if name.startswith("valse-"):
-        from .valse import evaluate_valse
-        return evaluate_valse(bundle, valse_paths(cfg)[name[6:]], cfg.valse_images,
-                              mturk_min_votes=cfg.valse_mturk_min_votes, limit=cfg.limit, **common)
-    if name == "zeroshot":
-        from .zeroshot import evaluate_zeroshot
-        return evaluate_zeroshot(bundle, cfg.zeroshot_root, list_file=cfg.zeroshot_list,
-                                 image_root=cfg.zeroshot_images, classnames=cfg.zeroshot_classnames,
-                                 templates=cfg.zeroshot_templates, limit=cfg.limit, **common)
-    if name == "coco-retrieval":
-        from .retrieval import evaluate_retrieval
-        return evaluate_retrieval(bundle, cfg.karpathy, image_root=cfg.retrieval_images,
-                                  split=cfg.retrieval_split, captions=cfg.coco_captions,
-                                  image_list=cfg.coco_image_list,
-                                  captions_per_image=cfg.captions_per_image, **common)
-    if name == "negbench":
-        from .negbench import evaluate_negbench
-        return evaluate_negbench(bundle, cfg.negbench_instances, cfg.negbench_images,
-                                 max_images=cfg.negbench_max_images or cfg.limit, seed=cfg.seed,
-                                 **common)
-    if name == "negation-pairs":
-        from .negation_pairs import evaluate_negation_pairs
-        return evaluate_negation_pairs(bundle, cfg.negation_pairs, cfg.negation_pairs_root,
-                                       split=cfg.negation_pairs_split, **common)
-    raise NegationClipError(f"unknown benchmark {name!r}")
+def run_unit(unit: Unit, bundle, cfg: EvalConfig, *, cache=None, model_name: str | None = None,
+             missing_out: str | os.PathLike | None = None) -> dict:
+    """One benchmark key on one loaded model."""
+    ctx = RunContext(cache=cache, batch_size=cfg.batch_size, max_missing=cfg.max_missing,
+                     limit=cfg.limit, missing_out=missing_out, model_name=model_name,
+                     tie_tol=tie_tolerance(cfg.dtype))
+    res = unit.benchmark.run(bundle, unit.payload, cfg.all_inputs(), ctx)
+    res["benchmark"] = unit.key
+    return res
+
+
+def run_benchmark(name: str, bundle, cfg: EvalConfig, **kw) -> dict:
+    """One benchmark key (e.g. ``negrefcocog``, ``valse:existence``) on one loaded model."""
+    units = [u for u in plan_benchmarks([name], cfg)]
+    if len(units) != 1:
+        raise NegationClipError(f"{name!r} stands for {len(units)} results; name one of "
+                                f"{', '.join(u.key for u in units)}")
+    return run_unit(units[0], bundle, cfg, **kw)
+
+
+def list_benchmarks() -> str:
+    """The text of ``negationclip eval --list``."""
+    lines = []
+    for b in registry().values():
+        opts = ", ".join(i.option for i in b.inputs)
+        lines.append(f"{b.name:<20}{b.summary}")
+        if b.aliases:
+            lines.append(f"{'':<20}aliases: {', '.join(b.aliases)}")
+        lines.append(f"{'':<20}inputs: {opts}")
+        if b.official:
+            lines.append(f"{'':<20}official rule: {b.official}")
+    return "\n".join(lines)
+
+
+def clip_benchmark_dumps(unit: Unit, label: str, source: str, result: dict) -> list[tuple[str, dict]]:
+    """(file name, object) in CLIP_benchmark's layout ``{dataset, model, pretrained, task,
+    metrics, language}`` for one (model, benchmark) result."""
+    metrics = {k: v for k, v in result.items() if k not in ("benchmark", "model", "items")}
+    sets = unit.benchmark.dumps(unit.key, result) if unit.benchmark.dumps else []
+    sets = sets or [(unit.key, metrics)]
+    out = []
+    for dataset, m in sets:
+        obj = {"dataset": dataset, "model": label, "pretrained": source,
+               "task": unit.benchmark.task, "metrics": m, "language": "en"}
+        out.append((_safe(f"{dataset}_{label}_en_{unit.benchmark.task}") + ".json", obj))
+    return out
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
@@ -193,11 +168,17 @@ def _load_previous(path: Path) -> dict | None:
     return prev
 
 
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
 def run_eval(models: list[str], benchmarks: list[str], cfg: EvalConfig, *,
-             loader: Callable | None = None, log: Callable[[str], None] = print) -> dict:
+             loader: Callable | None = None, log: Callable[[str], None] = print,
+             log_error: Callable[[str], None] = _stderr) -> dict:
     """Evaluate every model on every benchmark; returns the results object (also written to
-    ``cfg.out_dir`` with the Markdown table and charts). ``loader(source, device, dtype)``
-    defaults to ``models.load_clip`` (tests pass a tiny-model factory)."""
+    ``cfg.out_dir`` with the Markdown table, charts and CLIP_benchmark-layout JSONs).
+    ``loader(source, device, dtype)`` defaults to ``models.load_clip`` (tests pass a
+    tiny-model factory). Per-benchmark errors go to ``results["errors"]`` and ``log_error``."""
     from ..models import ImageEmbeddingCache, load_clip
     from ..models.load import parse_dtype
 
@@ -205,13 +186,15 @@ def run_eval(models: list[str], benchmarks: list[str], cfg: EvalConfig, *,
         raise NegationClipError("eval: give at least one --model")
     if not benchmarks:
         raise NegationClipError("eval: give at least one --benchmark")
-    names = expand_benchmarks(benchmarks, cfg)
+    plan_errors: dict[str, str] = {}
+    units = plan_benchmarks(benchmarks, cfg, errors=plan_errors)
     specs = [parse_model_spec(m) for m in models]
     labels = [s[0] for s in specs]
     if len(set(labels)) != len(labels):
         raise NegationClipError(f"eval: two models share a label ({labels}); use LABEL=SOURCE")
     out = Path(cfg.out_dir)
     config = {k: v for k, v in asdict(cfg).items() if v is not None}
+    config["inputs"] = {k: v for k, v in cfg.inputs.items() if v not in (None, [])}
     results = None if cfg.overwrite else _load_previous(out / "results.json")
     if results is None:
         results = new_results(config)
@@ -224,36 +207,44 @@ def run_eval(models: list[str], benchmarks: list[str], cfg: EvalConfig, *,
                 f"({', '.join(changed)}); earlier results are kept (use --overwrite to redo them)")
     results["config"] = config
     results["software"] = software_versions()
+    results["errors"] = {}  # this run's errors only; finished results are kept
+    for b, msg in plan_errors.items():
+        log_error(f"{b}: error: {msg}")
+        for label in labels:
+            results["errors"].setdefault(label, {})[b] = msg
     cache = ImageEmbeddingCache(False if cfg.cache_dir == "none" else cfg.cache_dir)
     load = loader or (lambda src, device, dtype: load_clip(src, device=device, dtype=dtype))
     for label, source in specs:
-        todo = [b for b in names if b not in results["results"].get(label, {})]
+        todo = [u for u in units if u.key not in results["results"].get(label, {})]
         if not todo:
-            log(f"{label}: all benchmarks already in {out / 'results.json'} (resume)")
+            if units:
+                log(f"{label}: all benchmarks already in {out / 'results.json'} (resume)")
             continue
         try:
             bundle = load(source, cfg.device, parse_dtype(cfg.dtype))
         except NegationClipError as e:
-            for b in todo:
-                results["errors"].setdefault(label, {})[b] = f"model failed to load: {e}"
-            log(f"{label}: error: {e}")
+            for u in todo:
+                results["errors"].setdefault(label, {})[u.key] = f"model failed to load: {e}"
+            log_error(f"{label}: error: {e}")
             write_report(results, out, charts=False)
             continue
         results["models"][label] = dict(getattr(bundle, "provenance", {}) or {}) | {"source": source}
-        for b in progress(todo, desc=label, unit="benchmark"):
+        for u in progress(todo, desc=label, unit="benchmark"):
             t0 = time.perf_counter()
             try:
-                res = run_benchmark(b, bundle, cfg, cache=cache, model_name=label,
-                                    missing_out=out / "missing" / f"{b}.txt")
+                res = run_unit(u, bundle, cfg, cache=cache, model_name=label,
+                               missing_out=out / "missing" / f"{_safe(u.key)}.txt")
             except NegationClipError as e:
-                results["errors"].setdefault(label, {})[b] = str(e)
-                log(f"{label} / {b}: error: {e}")
+                results["errors"].setdefault(label, {})[u.key] = str(e)
+                log_error(f"{label} / {u.key}: error: {e}")
             else:
-                results["results"].setdefault(label, {})[b] = res
-                results["errors"].get(label, {}).pop(b, None)
+                for name, obj in clip_benchmark_dumps(u, label, source, res):
+                    atomic_write_json(out / "clip_benchmark" / name, obj)
+                results["results"].setdefault(label, {})[u.key] = res
+                results["errors"].get(label, {}).pop(u.key, None)
                 key, val = headline(res)
                 shown = "n/a" if val is None else f"{100 * val:.2f}%"
-                log(f"{label} / {b}: {key} {shown} ({time.perf_counter() - t0:.1f}s)")
+                log(f"{label} / {u.key}: {key} {shown} ({time.perf_counter() - t0:.1f}s)")
             write_report(results, out, charts=False)
         del bundle
         gc.collect()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..models import ClipBundle, ImageEmbeddingCache, encode_text
 from ..utils import NegationClipError, load_json
 from .images import check_missing, embed_keys, load_whole
-from .metrics import topk_accuracy
+from .metrics import TIE_TOL, choice_outcomes, topk_accuracy
 from .negrefcocog import _model_name
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -153,8 +153,10 @@ def evaluate_zeroshot(bundle: ClipBundle, root: str | os.PathLike | None = None,
                       cache: ImageEmbeddingCache | None = None, batch_size: int = 64,
                       max_missing: float = 0.05, missing_out: str | os.PathLike | None = None,
                       limit: int | None = None, model_name: str | None = None,
-                      benchmark: str = "zeroshot") -> dict:
-    """Top-1 (``accuracy``) and top-5 zero-shot accuracy on an ImageFolder tree or list file."""
+                      benchmark: str = "zeroshot", tie_tol: float = TIE_TOL) -> dict:
+    """Top-1 (``accuracy`` = ``accuracy_official``, ``torch.topk`` as CLIP_benchmark) and top-5
+    zero-shot accuracy on an ImageFolder tree or list file; ``accuracy_strict`` and ``ties``
+    beside (the true class within ``tie_tol`` of the best other class)."""
     t0 = time.perf_counter()
     if (root is None) == (list_file is None):
         raise NegationClipError("zero-shot: give either an image folder tree or a list file")
@@ -185,10 +187,14 @@ def evaluate_zeroshot(bundle: ClipBundle, root: str | os.PathLike | None = None,
     logits = emb.rows([paths[i] for i in keep]) @ weights.T
     labels = torch.tensor([samples[i][1] for i in keep], dtype=torch.long)
     acc = topk_accuracy(logits, labels, (1, 5))
+    c = choice_outcomes(logits, labels, tie_tol) if len(keep) and logits.shape[1] > 1 else None
     elapsed = time.perf_counter() - t0
     total = len(keep)
     return {"benchmark": benchmark, "model": _model_name(bundle, model_name),
-            "accuracy": acc["top1"], "top1": acc["top1"], "top5": acc["top5"],
+            "accuracy": acc["top1"], "accuracy_official": acc["top1"],
+            "accuracy_strict": float(c.strict.float().mean()) if c is not None else None,
+            "ties": int(c.tie.sum()) if c is not None else 0,
+            "top1": acc["top1"], "top5": acc["top5"],
             "correct": int((logits.argmax(dim=1) == labels).sum()) if total else 0, "total": total,
             "classes": len(names), "templates": len(tmpl),
             "items_per_second": len(samples) / elapsed if elapsed > 0 else None,

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from negationclip.data import load_coco_instances
 from negationclip.evaluate.negation_pairs import evaluate_negation_pairs
-from negationclip.evaluate.negbench import build_negbench, evaluate_negbench
+from negationclip.evaluate.coco_negation import build_coco_negation, evaluate_coco_negation
 from negationclip.models import encode_text, image_features, open_image
 
 from .conftest import fabricate_image
@@ -48,7 +48,7 @@ def _truth(option: str, present: set[str]) -> bool:
 
 def test_built_questions_have_exactly_one_true_option(tmp_path):
     inst = load_coco_instances(_instances(tmp_path))
-    ids, questions, queries, skipped = build_negbench(inst, seed=3)
+    ids, questions, queries, skipped = build_coco_negation(inst, seed=3)
     assert ids == sorted(PRESENT) and skipped["no_objects"] == 1
     assert len(questions) == 3 * len(PRESENT)
     for q in questions:
@@ -61,14 +61,14 @@ def test_built_questions_have_exactly_one_true_option(tmp_path):
         assert qr.positives == {k for k, i in enumerate(ids) if x in PRESENT[i] and y not in PRESENT[i]}
         assert qr.contains_negated == {k for k, i in enumerate(ids) if {x, y} <= PRESENT[i]}
     # deterministic in the seed
-    assert build_negbench(inst, seed=3)[1] == questions
+    assert build_coco_negation(inst, seed=3)[1] == questions
 
 
-def test_negbench_mcq_matches_manual_scores(tmp_path, tiny_bundle):
+def test_coco_negation_mcq_matches_manual_scores(tmp_path, tiny_bundle):
     p = _instances(tmp_path)
-    res = evaluate_negbench(tiny_bundle, p, tmp_path / "img", seed=3)
+    res = evaluate_coco_negation(tiny_bundle, p, tmp_path / "img", seed=3)
     inst = load_coco_instances(p)
-    ids, questions, _, _ = build_negbench(inst, seed=3)
+    ids, questions, _, _ = build_coco_negation(inst, seed=3)
     correct = 0
     with torch.no_grad():
         for q in questions:
@@ -76,7 +76,8 @@ def test_negbench_mcq_matches_manual_scores(tmp_path, tiny_bundle):
             v = F.normalize(image_features(tiny_bundle.model, tiny_bundle.transform([im])), dim=-1)[0]
             s = encode_text(tiny_bundle, q.options) @ v
             correct += int(all(s[q.answer] > s[j] for j in range(4) if j != q.answer))
-    assert res["correct"] == correct and res["total"] == 15
+    assert res["correct_strict"] == correct and res["total"] == 15
+    assert res["correct_strict"] <= res["correct"] <= res["correct_strict"] + res["ties"]
     assert res["mcq_negation_total"] == res["mcq_affirmation_total"] == res["mcq_hybrid_total"] == 5
     assert 0.0 <= res["retrieval_neg_r1"] <= res["retrieval_neg_r5"] <= 1.0
     assert res["missing_images"] == 0
