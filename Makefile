@@ -7,13 +7,13 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP := $(PY) -m pip install -q $(FIND_LINKS)
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test setup clean bench
+.PHONY: demo test setup clean bench browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) "torch==2.13.0"
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,app]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -21,11 +21,28 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/negationclip demo --out $(DEMO_OUT)
 
-test: setup
+# Headless Chromium for the browser tests (tests/apps/test_explore_browser.py): Debian's chromium
+# and chromium-driver, installed with apt-get where missing and we are root (CI); else they skip.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver (browser tests)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "warning: could not install chromium; the browser tests will skip"; \
+	else echo "note: chromium/chromedriver missing and not root: the browser tests will skip"; fi
+
+test: setup browser
 	$(PY) -m pytest -q tests
 
+# Every speed script (each: interleaved runs, median [min-max], fraction of the matmul peak,
+# load average; JSON in benchmarks/results/), then one table: benchmarks/results/summary.md.
+# More runs: make bench BENCH_ARGS="--runs 5". Sized for about 10 minutes on a quiet 2-core machine.
+BENCHES := eval_speed encode_text train_speed generate_calls generate_throughput negworld_render
+BENCH_ARGS ?=
+
 bench: setup
-	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+	for b in $(BENCHES); do $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
+	$(PY) benchmarks/summary.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..utils.checks import check_device
 from ..utils.errors import NegationClipError
 from .tokenizer import ClipTokenizer
 from .transform import ImageTransform
@@ -144,6 +145,8 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
     ``HF_HUB_OFFLINE`` is unset and ``local_files_only`` is not True.
     """
     dt = parse_dtype(dtype)
+    if not isinstance(device, torch.device):
+        check_device(device)  # a device this machine lacks fails before the weights are read
     src = str(source)
     path = Path(src).expanduser()
     if path.is_dir():
