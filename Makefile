@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) "torch==2.13.0"
-	$(PIP) -e ".[test,app]"
+	$(PIP) -e ".[test,app,report]"
 	touch $@
 
 setup: $(VENV)/.installed
