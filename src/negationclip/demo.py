@@ -49,6 +49,7 @@ class DemoConfig:
     seed: int = 0
     base: str | None = None            # default: the shipped NegWorld base model
     threads: int | None = None         # torch CPU threads (None: torch's default)
+    act: str | None = None             # MLP activation of the base (None: its config.json)
     # fine-tuning (the recipe found on NegWorld; see the report's notes)
     steps: int = 450
     batch_size: int = 256
@@ -212,7 +213,7 @@ def run_finetune(base_dir: Path, data: list[Path], world, out: Path, cfg: DemoCo
 
     if out.exists():  # a demo run starts its fine-tuning afresh (same seed, same weights)
         shutil.rmtree(out)
-    bundle = load_clip(base_dir)
+    bundle = load_clip(base_dir, act=cfg.act)
     return finetune(bundle, [str(p) for p in data], train_config(cfg), out,
                     image_root=world.images_dir, inplace=True, cache=cache, verbose=True)
 
@@ -439,7 +440,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         print(f"      {'reused' if reused else 'built'} {world.root} ({wcfg.images} scenes, seed {wcfg.seed})")
 
     with stage("baseline benchmarks (base model)"):
-        base = load_clip(base_dir)
+        base = load_clip(base_dir, act=cfg.act)
         before, det_before = measure(base, world, cache, "base")
         _print_metrics(before)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..utils.errors import NegationClipError
-from ._base import _parser
+from ._base import _parser, add_act_option
 
 # --- convert / encode (models) -------------------------------------------------------------
 
@@ -24,6 +24,7 @@ def _add_convert(sub) -> None:
                         "or CLIPTextModel + tokenizer folder")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="dtype of the written weights")
+    add_act_option(p, what="--input")
     p.set_defaults(func=_cmd_convert)
 
 
@@ -31,7 +32,7 @@ def _cmd_convert(args) -> int:
     from ..models import export_openai, export_text_encoder, load_clip, save
     from ..models.load import parse_dtype
 
-    bundle = load_clip(args.input, dtype=parse_dtype(args.dtype))
+    bundle = load_clip(args.input, dtype=parse_dtype(args.dtype), act=args.act)
     if args.to == "hf":
         save(bundle, args.output)
     elif args.to == "openai":
@@ -55,6 +56,7 @@ def _add_encode(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_act_option(p, what="--model")
     p.set_defaults(func=_cmd_encode)
 
 
@@ -65,7 +67,7 @@ def _cmd_encode(args) -> int:
 
     if not args.text and not args.image:
         raise NegationClipError("encode: give at least one --text or --image")
-    bundle = load_clip(args.model, device=args.device)
+    bundle = load_clip(args.model, device=args.device, act=args.act)
     t = encode_text(bundle, args.text, batch_size=args.batch_size) if args.text else None
     i = encode_images(bundle, args.image, batch_size=args.batch_size) if args.image else None
     if t is not None and i is not None:

@@ -34,6 +34,8 @@ def _add_train(sub) -> None:
     g = p.add_argument_group("inputs and outputs")
     g.add_argument("--model", required=True,
                    help="starting checkpoint: HF id or folder, OpenAI/open_clip .pt/.pth, .safetensors")
+    from ._base import add_act_option
+    add_act_option(g, what="--model")
     g.add_argument("--data", action="append", required=True, metavar="FILE",
                    help="caption file (repeat for several): generation JSONL (original, negated, "
                         "affirmed, ...), the released negationclip_captions_train2014.json layout "
@@ -132,8 +134,12 @@ def _cmd_train(args) -> int:
         eval_every_steps=args.eval_every, checkpoint_every_steps=args.checkpoint_every,
         log_every_steps=args.log_every, save_openai=args.save_openai,
         image_batch_size=args.image_batch_size, cache_dir=args.cache_dir)
-    res = finetune(args.model, args.data, cfg, args.out, image_root=args.images,
-                   resume=args.resume, val_records=args.val_data)
+    model, inplace = args.model, False
+    if args.act:  # loaded here with the chosen activation; finetune takes the bundle as it is
+        from ..models import load_clip
+        model, inplace = load_clip(args.model, act=args.act), True
+    res = finetune(model, args.data, cfg, args.out, image_root=args.images,
+                   resume=args.resume, val_records=args.val_data, inplace=inplace)
     if res.rank == 0:  # under torchrun every process returns; one summary is enough
         print(json.dumps(res.summary(), indent=2))
     return 0
