@@ -1,4 +1,5 @@
-"""The one model-loading entry point: any CLIP checkpoint -> a Hugging Face ``CLIPModel`` bundle."""
+"""The one model-loading entry point: any checkpoint -> a bundle of a registered model family
+(CLIP as a Hugging Face ``CLIPModel``, SigLIP, SigLIP 2; see ``models/families``)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 @dataclass
 class ClipBundle:
-    """A CLIP model with what it takes to use it: tokenizer, image transform, provenance."""
+    """A model with what it takes to use it: tokenizer, image transform, provenance. Its
+    ``family`` (from the model's config) says how to compute features, scores and losses."""
 
-    model: Any  # transformers.CLIPModel
+    model: Any  # transformers.CLIPModel, SiglipModel or Siglip2Model
     tokenizer: ClipTokenizer
     transform: ImageTransform
     provenance: dict = field(default_factory=dict)
@@ -52,8 +54,13 @@ class ClipBundle:
         return next(self.model.parameters()).dtype
 
     @property
+    def family(self):
+        from .families import family_of
+        return family_of(self.model)
+
+    @property
     def embed_dim(self) -> int:
-        return int(self.model.config.projection_dim)
+        return self.family.embed_dim(self.model)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
            ) -> "ClipBundle":
@@ -61,10 +68,7 @@ class ClipBundle:
         return self
 
     def describe(self) -> str:
-        t, v = self.model.config.text_config, self.model.config.vision_config
-        return (f"CLIP ViT (vision {v.num_hidden_layers}x{v.hidden_size}, patch {v.patch_size}, "
-                f"{v.image_size}px; text {t.num_hidden_layers}x{t.hidden_size}, ctx "
-                f"{t.max_position_embeddings}; embed {self.embed_dim})")
+        return self.family.describe(self.model)
 
 
 def _bundle_from_openai_sd(sd: dict, source: str, fmt: str, dtype: torch.dtype,
@@ -201,7 +205,8 @@ def _hub_file(source: str, name: str, local_only: bool) -> Path | None:
 
 
 def _load_hf(source: str, dtype: torch.dtype, local_only: bool, act: str | None = None) -> ClipBundle:
-    from transformers import CLIPModel
+    """A Hugging Face folder or id, loaded by the family its ``config.json`` names."""
+    from .families import family_for_model_type, registry
 
     if not local_only and not Path(source).is_dir():
         try:  # the local cache first, then the hub only if it answers
@@ -211,6 +216,25 @@ def _load_hf(source: str, dtype: torch.dtype, local_only: bool, act: str | None 
                 raise NegationClipError(
                     f"{source}: not a local file or folder, not in the Hugging Face cache, and the "
                     "hub is unreachable (offline?); pass a local folder or checkpoint") from None
+    cfg_file = Path(source) / "config.json" if Path(source).is_dir() else _hub_file(
+        source, "config.json", local_only)
+    model_type = None
+    if cfg_file is not None and cfg_file.is_file():
+        from ..utils.io import load_json
+        model_type = (load_json(cfg_file) or {}).get("model_type")
+    fam = family_for_model_type(model_type) if model_type else None
+    if model_type and fam is None:
+        raise NegationClipError(f"{cfg_file}: model_type {model_type!r} is not a supported model "
+                                f"family; supported: {', '.join(registry())}")
+    if fam is not None and fam.name != "clip":
+        return fam.load(source, dtype, local_only, act)
+    return _load_clip_hf(source, dtype, local_only, act)
+
+
+def _load_clip_hf(source: str, dtype: torch.dtype, local_only: bool, act: str | None = None
+                  ) -> ClipBundle:
+    from transformers import CLIPModel
+
     try:
         model = CLIPModel.from_pretrained(source, dtype=dtype, local_files_only=local_only)
     except (OSError, ValueError) as e:
@@ -308,5 +332,6 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         local = offline if local_files_only is None else local_files_only
         bundle = _load_hf(src, dt, local_only=local, act=act)
+    bundle.provenance.setdefault("family", bundle.family.name)
     bundle.provenance["preprocessing"] = bundle.transform.describe()
     return bundle.to(device)

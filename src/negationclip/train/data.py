@@ -316,6 +316,15 @@ class TokenTable:
 
     def __init__(self, tokenizer, texts: Iterable[str]):
         self.pad_id = int(tokenizer.pad_token_id)
+        self.fixed: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        if getattr(tokenizer, "fixed_padding", False):
+            # families that pool a fixed position (SigLIP): rows padded to the context length
+            # by the tokenizer itself; dynamic padding would not be exact there
+            uniq = list(dict.fromkeys(texts))
+            tb = tokenizer(uniq) if uniq else None
+            self.fixed = {t: (tb.input_ids[i], tb.attention_mask[i]) for i, t in enumerate(uniq)}
+            self.rows = {}
+            return
         ctx = int(tokenizer.context_length)
         sot, eot = int(tokenizer.sot_token_id), int(tokenizer.eot_token_id)
         self.rows: dict[str, list[int]] = {}
@@ -324,6 +333,9 @@ class TokenTable:
                 self.rows[t] = [sot, *tokenizer.encode(t)[: ctx - 2], eot]
 
     def batch(self, texts: Sequence[str], pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fixed is not None:
+            return (torch.stack([self.fixed[t][0] for t in texts]),
+                    torch.stack([self.fixed[t][1] for t in texts]))
         rows = [self.rows[t] for t in texts]
         width = pad_to or max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)

@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .data import (CaptionRecord, Example, ReadReport, TokenTable, build_examples, coerce_records,
                    epoch_batches, mine_negative_images, originals_by_image, read_records, shard,
                    split_examples)
-from .loss import contrastive_loss, hard_negative_hinge, loss_value
+from .loss import hard_negative_hinge, loss_value
 from .trainable import configure_trainable, trainable_parameters
 
 
@@ -249,10 +249,9 @@ class _Trainer:
         txt, hard_emb = feats[: len(texts)], feats[len(texts):]
         img = self.emb[[self.d.image_index[e.image] for e in rows]]
         hard_imgs = [self.d.image_index[e.hard_image] for e in rows if e.hard_image]
-        scale = self.model.logit_scale.exp().float()
-        loss = contrastive_loss(img, txt, scale,
-                                extra_text_emb=hard_emb if self.use_hard_texts else None,
-                                extra_image_emb=self.emb[hard_imgs] if self.use_hard_images else None)
+        loss = self.b.family.loss(self.model, img, txt,
+                                  extra_text_emb=hard_emb if self.use_hard_texts else None,
+                                  extra_image_emb=self.emb[hard_imgs] if self.use_hard_images else None)
         value = loss_value(loss)
         margin = self.cfg.hard_negative_margin
         if margin is not None:
@@ -294,7 +293,7 @@ class _Trainer:
         else:
             txt = self.fwd(ids, mask)
         img = self.emb[[self.d.image_index[e.image] for e in rows]]
-        return loss_value(contrastive_loss(img, txt.float(), self.model.logit_scale.exp().float()))
+        return loss_value(self.b.family.loss(self.model, img, txt.float()))
 
 
 def _text_features(model, ids, mask):
@@ -455,8 +454,8 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
             else:
                 opt.step()
             sched.step()
-            with torch.no_grad():  # CLIP caps the temperature at 100
-                model.logit_scale.clamp_(0, math.log(100))
+            with torch.no_grad():  # CLIP caps the temperature at 100 (the family says)
+                bundle.family.clamp_scalars(model)
             step += 1
             group_pos += 1
             rows_done = sum(len(b) for b in group)
