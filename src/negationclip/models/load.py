@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..utils.errors import NegationClipError
+from . import open_clip_names
 from .tokenizer import ClipTokenizer
 from .transform import ImageTransform
 
@@ -274,6 +275,19 @@ def _load_clip_hf(source: str, dtype: torch.dtype, local_only: bool, act: str | 
     return ClipBundle(model, tokenizer, transform, prov)
 
 
+def _load_open_clip_folder(path: Path, ckpt: Path, src: str, dt: torch.dtype, act: str | None,
+                           name_act: tuple[str, str] | None = None) -> ClipBundle:
+    from .convert import read_checkpoint
+
+    cfg = _open_clip_config(path)
+    if cfg is not None:
+        open_clip_names.check_supported(cfg, path)
+    found = name_act if (name_act is not None and act is None) else _source_act(path, "open_clip")
+    chosen = _resolve_act(act, found, src)
+    return _bundle_from_openai_sd(read_checkpoint(ckpt), src, "open_clip", dt, chosen,
+                                  _open_clip_transform(cfg, path))
+
+
 def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
               dtype: str | torch.dtype | None = torch.float32, *, act: str | None = None,
               local_files_only: bool | None = None) -> ClipBundle:
@@ -282,7 +296,10 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
     ``source``: a Hugging Face id or folder; an OpenAI/open_clip ``.pt``/``.pth`` (TorchScript
     read without executing code, state dicts with ``torch.load(weights_only=True)``), e.g. the
     released NegationCLIP checkpoints; an open_clip folder (``open_clip_config.json`` + weights);
-    or a ``.safetensors`` state dict.
+    or a ``.safetensors`` state dict; a SigLIP / SigLIP 2 Hugging Face folder or cached id
+    (``models/families``); an open_clip name (``ViT-B-32/openai``, ``hf-hub:ORG/REPO``,
+    ``ViT-B-16-SigLIP/webli``) resolved from the local Hugging Face cache
+    (``models/open_clip_names``).
 
     ``act`` (``"quick_gelu"`` | ``"gelu"``) is the MLP activation; None reads it from the source
     (``config.json`` ``hidden_act``, ``open_clip_config.json`` ``model_cfg.quick_gelu``, a
@@ -304,10 +321,7 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
             if ckpt is None:
                 raise NegationClipError(f"{path}: folder has neither config.json (Hugging Face) nor "
                                         f"an open_clip checkpoint ({', '.join(_OPEN_CLIP_FILES)})")
-            from .convert import read_checkpoint
-            chosen = _resolve_act(act, _source_act(path, "open_clip"), src)
-            bundle = _bundle_from_openai_sd(read_checkpoint(ckpt), src, "open_clip", dt, chosen,
-                                            _open_clip_transform(_open_clip_config(path), path))
+            bundle = _load_open_clip_folder(path, ckpt, src, dt, act)
     elif path.is_file():
         from .convert import _is_torchscript, read_checkpoint
         fmt = "torchscript" if _is_torchscript(path) else (
@@ -324,6 +338,13 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
             tcfg = (_open_clip_transform(_open_clip_config(path.parent), path.parent)
                     if path.name in _OPEN_CLIP_FILES else None)
             bundle = _bundle_from_openai_sd(sd, src, fmt, dt, chosen, tcfg)
+    elif (oc := open_clip_names.parse(src)) is not None:
+        folder = open_clip_names.resolve(oc)
+        ckpt = next(folder / f for f in _OPEN_CLIP_FILES if (folder / f).exists())
+        name_act = (("quick_gelu", f"the open_clip name {src!r} (OpenAI weights use QuickGELU)")
+                    if oc.quick_gelu else None)
+        bundle = _load_open_clip_folder(folder, ckpt, src, dt, act, name_act)
+        bundle.provenance["resolved"] = str(folder)
     else:
         looks_like_path = (path.suffix in _CKPT_SUFFIXES or src.startswith((".", "/", "~"))
                            or os.sep in src.strip("/").split("/", 1)[-1] or src.count("/") > 1)
