@@ -53,23 +53,25 @@ def test_every_command_that_loads_a_clip_has_act():
     assert "--judge-act" in sub.choices["t2i"].format_help()
 
 
-def test_act_option_changes_the_text_embeddings_and_notes_the_assumption(tmp_path):
+def test_act_option_changes_the_text_embeddings_and_notes_the_assumption(tmp_path, capsys):
     import torch
+    from negationclip.cli import main
     from negationclip.models import export_openai
 
     export_openai(tiny_clip_bundle(seed=4), tmp_path / "m.pt")
     outs = {}
     for act in (None, "quick_gelu", "gelu"):
-        r = run("encode", "--model", str(tmp_path / "m.pt"), "--text", "a dog with no ball",
-                *(["--act", act] if act else []))
-        assert r.returncode == 0, r.stderr
-        assert ("assuming quick_gelu" in r.stderr) == (act is None)
-        outs[act] = torch.tensor(json.loads(r.stdout)["first_8_dims"]["a dog with no ball"])
+        rc = main(["encode", "--model", str(tmp_path / "m.pt"), "--text", "a dog with no ball",
+                   *(["--act", act] if act else [])])
+        r = capsys.readouterr()
+        assert rc == 0, r.err
+        assert ("assuming quick_gelu" in r.err) == (act is None)
+        outs[act] = torch.tensor(json.loads(r.out)["first_8_dims"]["a dog with no ball"])
     assert torch.equal(outs[None], outs["quick_gelu"])
     assert not torch.allclose(outs["gelu"], outs["quick_gelu"], atol=1e-4)
-    r = run("convert", "--input", str(tmp_path / "m.pt"), "--output", str(tmp_path / "hf"),
-            "--act", "gelu")
-    assert r.returncode == 0, r.stderr
+    rc = main(["convert", "--input", str(tmp_path / "m.pt"), "--output", str(tmp_path / "hf"),
+               "--act", "gelu"])
+    assert rc == 0, capsys.readouterr().err
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert cfg["text_config"]["hidden_act"] == "gelu" == cfg["vision_config"]["hidden_act"]
     prov = json.loads((tmp_path / "hf" / "negationclip.json").read_text())["provenance"]
