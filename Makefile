@@ -7,13 +7,13 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP := $(PY) -m pip install -q $(FIND_LINKS)
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test setup clean bench
+.PHONY: demo test setup clean bench browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) "torch==2.13.0"
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,app]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -21,7 +21,17 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/negationclip demo --out $(DEMO_OUT)
 
-test: setup
+# Headless Chromium for the browser tests (tests/apps/test_explore_browser.py): Debian's chromium
+# and chromium-driver, installed with apt-get where missing and we are root (CI); else they skip.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver (browser tests)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "warning: could not install chromium; the browser tests will skip"; \
+	else echo "note: chromium/chromedriver missing and not root: the browser tests will skip"; fi
+
+test: setup browser
 	$(PY) -m pytest -q tests
 
 bench: setup

@@ -108,6 +108,13 @@ def test_demo_quick_reports_before_and_after(tmp_path):
     assert md.count("```json") == 3
     for png in ("metrics.png", "pairs.png"):
         assert (tmp_path / "d" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (tmp_path / "d" / "report.html").read_text()   # self-contained: the 8 grid pairs inline
+    assert 'data-model="base"' in html and 'data-model="fine-tuned"' in html
+    assert html.count('src="data:image/png;base64,') == 16 and "http://" not in html.replace('xmlns="http://', "")
+    from negationclip.apps.explore import demo_sources   # what `explore --demo` opens
+
+    models, images, _ = demo_sources(tmp_path / "d")
+    assert set(models) == {"base", "fine-tuned"} and images and all(p.is_file() for p in images)
 
 
 def test_scene_negatives_put_the_negated_object_into_the_same_scene(world, tmp_path):

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .evaluate.html_report import pair_examples, write_html_report
 from .utils import NegationClipError, atomic_write_json, atomic_write_text, read_jsonl
 
 BASE_MODEL_DIR = Path(__file__).resolve().parent / "data" / "negworld" / "base_model"
@@ -525,6 +526,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         rep["wall_seconds"] = round(time.time() - t_start, 1)
         atomic_write_json(out / "report.json", rep)
         atomic_write_text(out / "report.md", report_markdown(rep))
+        write_html_report(rep, out / "report.html", title="negationclip demo: NegWorld before and after", images=pair_examples(world.root, grid, choices))
     print(f"wrote {out / 'report.md'} and {out / 'report.json'} ({rep['wall_seconds']:.0f} s)")
     return rep
 

@@ -97,12 +97,10 @@ def run_t2i(cfg: T2IConfig, log: Log = print) -> dict:
     labels = (["original"] if (cfg.compare or not cfg.text_encoder) else []) + \
         (["negationclip"] if cfg.text_encoder else [])
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     current = {**asdict(cfg), "seeds": list(cfg.seeds)}
     _same_run(out / "t2i_config.json", current,
               ("pipeline", "text_encoder", "steps", "guidance_scale", "height", "width",
                "negative_prompt", "dtype", "slot", "tokenizer", "safety_checker"))
-    atomic_write_json(out / "t2i_config.json", current)
     gen = D.GenerationConfig(seeds=tuple(cfg.seeds), steps=cfg.steps, guidance_scale=cfg.guidance_scale,
                              height=cfg.height, width=cfg.width, batch_size=cfg.batch_size,
                              negative_prompt=cfg.negative_prompt)
@@ -118,6 +116,8 @@ def run_t2i(cfg: T2IConfig, log: Log = print) -> dict:
         if pipe is None:
             pipe = D.load_pipeline(cfg.pipeline, device=cfg.device, dtype=parse_dtype(cfg.dtype),
                                    safety_checker=cfg.safety_checker)
+            # written once the pipeline loads: a failed start leaves no config behind
+            atomic_write_json(out / "t2i_config.json", current)
         if label == "negationclip" and not swapped:
             from transformers import CLIPTextModelWithProjection
 
@@ -135,6 +135,7 @@ def run_t2i(cfg: T2IConfig, log: Log = print) -> dict:
                 log(f"wrote the swapped pipeline to {cfg.save_pipeline}")
         D.generate(pipe, prompts, run_dir, gen, label=label)
         log(f"{label}: {len(prompts) * len(cfg.seeds)} images in {run_dir}")
+    atomic_write_json(out / "t2i_config.json", current)
     sheet = D.contact_sheet(runs, out / "contact_sheet.png", thumb=cfg.thumb, max_rows=cfg.sheet_rows)
     log(f"contact sheet: {sheet}")
     result: dict = {"runs": {k: str(v) for k, v in runs.items()}, "contact_sheet": str(sheet)}

@@ -508,6 +508,8 @@ def contact_sheet(runs: dict[str, str | os.PathLike], path: str | os.PathLike, *
                 seeds.append(int(r["seed"]))
     if max_rows:
         order = order[:max_rows]
+    from ..models.transform import open_image as _open_image
+
     font = ImageFont.load_default()
     cap_h, head_h, pad = 28, 18, 4
     cols = [(label, s) for label in runs for s in seeds]
@@ -527,8 +529,13 @@ def contact_sheet(runs: dict[str, str | os.PathLike], path: str | os.PathLike, *
                 draw.rectangle([x, y, x + thumb - 1, y + thumb - 1], outline="red")
                 draw.text((x + 4, y + 4), "missing", fill="red", font=font)
                 continue
-            with Image.open(Path(runs[label]) / rec["file"]) as im:
-                sheet.paste(im.convert("RGB").resize((thumb, thumb)), (x, y))
+            try:
+                im = _open_image(Path(runs[label]) / rec["file"])
+            except NegationClipError:
+                draw.rectangle([x, y, x + thumb - 1, y + thumb - 1], outline="red")
+                draw.text((x + 4, y + 4), "unreadable", fill="red", font=font)
+                continue
+            sheet.paste(im.resize((thumb, thumb)), (x, y))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())

@@ -25,6 +25,18 @@ def add_act_option(p, flag: str = "--act", what: str = "the CLIP checkpoint") ->
                         "dict is assumed quick_gelu, with a note")
 
 
+class UsageError(Exception):
+    """A command-line usage error (unknown option, bad value); ``main`` prints it, exit 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``error: ...`` line (like every other failure) that
+    ``main`` turns into exit code 2 instead of a SystemExit from deep inside parsing."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def _parser(sub, name: str, help: str, description: str, epilog: str = ""):
     return sub.add_parser(name, help=help, description=description, epilog=epilog,
                           formatter_class=_Formatter)

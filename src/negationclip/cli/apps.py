@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ..utils.paths import check_output
 from ._base import _parser, add_act_option
+from ._types import device, nonneg_float, nonneg_int, positive_int, probability
 
 # --- t2i / segment / segment-eval (apps) ---------------------------------------------------
 
@@ -36,14 +38,14 @@ def _add_t2i(sub) -> None:
                         "\"present\": X, \"absent\": Y}); default: the shipped 40 'X with no Y' prompts")
     p.add_argument("--compare", action="store_true",
                    help="also generate with the pipeline's original text encoder (same seeds)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one image per prompt and seed")
-    p.add_argument("--steps", type=int, default=30, help="denoising steps")
-    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
-    p.add_argument("--height", type=int, default=None, help="image height (default: the pipeline's)")
-    p.add_argument("--width", type=int, default=None, help="image width (default: the pipeline's)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per pipeline call")
+    p.add_argument("--seeds", type=nonneg_int, nargs="+", default=[0, 1], help="one image per prompt and seed")
+    p.add_argument("--steps", type=positive_int, default=30, help="denoising steps")
+    p.add_argument("--guidance", type=nonneg_float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--height", type=positive_int, default=None, help="image height (default: the pipeline's)")
+    p.add_argument("--width", type=positive_int, default=None, help="image width (default: the pipeline's)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per pipeline call")
     p.add_argument("--negative-prompt", default=None, help="a negative prompt for every image")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="pipeline weights dtype")
     p.add_argument("--slot", default="text_encoder",
@@ -56,8 +58,8 @@ def _add_t2i(sub) -> None:
                         "downloaded); images it blanks are skipped by the negation score")
     p.add_argument("--save-pipeline", default=None,
                    help="also save the swapped pipeline as a diffusers folder here")
-    p.add_argument("--sheet-rows", type=int, default=12, help="prompts (rows) in the contact sheet")
-    p.add_argument("--thumb", type=int, default=192, help="thumbnail size in the contact sheet")
+    p.add_argument("--sheet-rows", type=positive_int, default=12, help="prompts (rows) in the contact sheet")
+    p.add_argument("--thumb", type=positive_int, default=192, help="thumbnail size in the contact sheet")
     p.add_argument("--judge", choices=["none", "clip", "vqa"], default="none",
                    help="negation score judge: a plain CLIP zero-shot, or a VLM asked yes/no")
     p.add_argument("--judge-model", default=None,
@@ -67,7 +69,7 @@ def _add_t2i(sub) -> None:
                    help="VQA judge backend: local transformers model or an OpenAI-compatible server")
     p.add_argument("--vqa-url", default="http://127.0.0.1:8000/v1",
                    help="OpenAI-compatible server URL (vqa judge with --vqa-backend openai)")
-    p.add_argument("--judge-device", default=None, help="device of the judge (default: --device)")
+    p.add_argument("--judge-device", type=device, default=None, help="device of the judge (default: --device)")
     add_act_option(p, what="--text-encoder")
     add_act_option(p, "--judge-act", what="the clip judge's --judge-model")
     p.set_defaults(func=_cmd_t2i)
@@ -75,6 +77,10 @@ def _add_t2i(sub) -> None:
 
 def _cmd_t2i(args) -> int:
     from ..apps.commands import T2IConfig, run_t2i
+
+    check_output(args.out, kind="dir")
+    if args.save_pipeline:
+        check_output(args.save_pipeline, kind="dir", option="--save-pipeline")
 
     run_t2i(T2IConfig(
         pipeline=args.pipeline, out=args.out, text_encoder=args.text_encoder, prompts=args.prompts,
@@ -108,8 +114,8 @@ def _add_segment(sub) -> None:
     p.add_argument("--out", required=True, help="overlay PNG to write")
     p.add_argument("--mask-out", default=None,
                    help="also write the binary mask PNG(s) here (suffix _N with several texts)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for the mask")
-    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold for the mask")
+    p.add_argument("--device", type=device, default="cpu", help="torch device")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="model dtype")
     add_act_option(p, what="--text-encoder")
@@ -118,6 +124,10 @@ def _add_segment(sub) -> None:
 
 def _cmd_segment(args) -> int:
     from ..apps.commands import run_segment
+
+    check_output(args.out, kind="file")
+    if args.mask_out:
+        check_output(args.mask_out, kind="file", option="--mask-out")
 
     run_segment(args.clipseg, args.image, args.text, args.out, text_encoder=args.text_encoder,
                 threshold=args.threshold, device=args.device, dtype=args.dtype, mask_out=args.mask_out,
@@ -154,10 +164,10 @@ def _add_segment_eval(sub) -> None:
     p.add_argument("--split", default="val", help="refcocog split to use (or 'all')")
     p.add_argument("--filter", choices=["negated", "affirmative", "all"], default=None,
                    help="which expressions (default: negated for refcocog, all otherwise)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for masks")
-    p.add_argument("--batch-size", type=int, default=8, help="expressions per forward pass")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N expressions")
-    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold for masks")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="expressions per forward pass")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N expressions")
+    p.add_argument("--device", type=device, default="cpu", help="torch device")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="model dtype")
     add_act_option(p, what="--text-encoder")
@@ -166,6 +176,8 @@ def _add_segment_eval(sub) -> None:
 
 def _cmd_segment_eval(args) -> int:
     from ..apps.commands import SegEvalConfig, run_segment_eval
+
+    check_output(args.out, kind="dir")
 
     run_segment_eval(SegEvalConfig(
         clipseg=args.clipseg, format=args.format, data=args.data, images=args.images, out=args.out,

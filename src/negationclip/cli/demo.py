@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ..utils.paths import check_output
 from ._base import _parser
+from ._types import nonneg_int, positive_int
 
 # --- demo (the whole loop on NegWorld) -------------------------------------------------------
 
@@ -22,19 +24,20 @@ def _add_demo(sub) -> None:
                    help="small world of unseen scenes and a short fine-tune (tests, CI)")
     p.add_argument("--ablation", action="store_true",
                    help="also fine-tune on P1, Rand-P1 and P2 alone (same base and budget)")
-    p.add_argument("--seed", type=int, default=0, help="seed of generation and fine-tuning")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of generation and fine-tuning")
     p.add_argument("--base", default=None,
                    help="base model folder made by `world pretrain` (default: the shipped one)")
     from ._base import add_act_option
     add_act_option(p, what="--base (default: its config.json)")
-    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the recipe's)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--steps", type=positive_int, default=None, help="fine-tuning steps (default: the recipe's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args) -> int:
     from ..demo import DemoConfig, run_demo
 
+    check_output(args.out, kind="dir")
     cfg = DemoConfig(out=args.out, quick=args.quick, ablation=args.ablation, seed=args.seed,
                      base=args.base, threads=args.threads, act=args.act)
     if args.steps is not None:

@@ -6,7 +6,9 @@ import dataclasses
 import sys
 
 from ..evaluate.runner import EvalConfig
+from ..utils.paths import check_output
 from ._base import _parser
+from ._types import device, nonneg_float, nonneg_int, positive_int, probability
 
 def _epilog() -> str:
     from ..evaluate.registry import registry
@@ -47,7 +49,7 @@ language}) and <out>/missing/<benchmark>.txt for missing images. Re-running with
 too many missing images) is reported on stderr after the others finish; exit status 2."""
 
 
-_TYPES = {"int": int, "float": float}
+_TYPES = {"int": nonneg_int, "float": nonneg_float}  # counts, seeds, sizes: never negative
 
 
 def add_eval_parser(sub, make_parser) -> None:
@@ -75,14 +77,14 @@ def add_eval_parser(sub, make_parser) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="image-embedding cache folder ('none': memory only); default "
                         "$NEGATIONCLIP_CACHE or ~/.cache/negationclip")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="model dtype (the tie tolerance follows it)")
-    p.add_argument("--batch-size", type=int, default=64, help="image encoding batch size")
-    p.add_argument("--max-missing", type=float, default=0.05,
+    p.add_argument("--batch-size", type=positive_int, default=64, help="image encoding batch size")
+    p.add_argument("--max-missing", type=probability, default=0.05,
                    help="fail a benchmark when more than this fraction of its images is missing "
                         "or unreadable (the list is written to <out>/missing/)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N items per benchmark")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N items per benchmark")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh instead of resuming from <out>/results.json")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG bar charts")
@@ -126,6 +128,7 @@ def run_eval_cli(args) -> int:
         print(list_benchmarks())
         return 0
     cfg = eval_config_from_args(args)
+    check_output(cfg.out_dir, kind="dir", overwrite=args.overwrite)
     loader = None
     if getattr(args, "act", None):
         from ..models import load_clip
@@ -161,11 +164,11 @@ def add_build_negrefcocog_parser(sub, make_parser) -> None:
     p.add_argument("--cue", action="append", default=None,
                    help="negation cue (repeat; default: no not without none nothing nobody "
                         "n't neither nor)")
-    p.add_argument("--min-box-area", type=float, default=0.0,
+    p.add_argument("--min-box-area", type=nonneg_float, default=0.0,
                    help="drop boxes smaller than this many pixels (P+: the record; P-: that box)")
-    p.add_argument("--min-box-area-frac", type=float, default=0.0,
+    p.add_argument("--min-box-area-frac", type=probability, default=0.0,
                    help="same, as a fraction of the image area")
-    p.add_argument("--expand-ratio", type=float, default=0.0,
+    p.add_argument("--expand-ratio", type=nonneg_float, default=0.0,
                    help="grow each box by ratio*size/2 on every side (clipped to the image)")
     p.add_argument("--all-negatives", action="store_true",
                    help="one record with every P- box instead of one record per (P+, P-) pair")
@@ -178,6 +181,7 @@ def add_build_negrefcocog_parser(sub, make_parser) -> None:
 def run_build_negrefcocog_cli(args) -> int:
     from ..evaluate.refcocog_build import NEGATION_CUES, BuildConfig, build_negrefcocog, write_negrefcocog
 
+    check_output(args.out, kind="file")
     cfg = BuildConfig(cues=tuple(args.cue) if args.cue else NEGATION_CUES,
                       splits=tuple(args.split) if args.split else None,
                       min_box_area=args.min_box_area, min_box_area_frac=args.min_box_area_frac,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 from ..generate.factory import KINDS, BackendOptions
+from ..utils.paths import check_output
 from ._base import _Formatter, _parser
+from ._types import device, nonneg_float, nonneg_int, positive_float, positive_int, probability
 
 _ROLES_P1 = ("proposer", "verifier", "rewriter")
 
@@ -32,24 +34,24 @@ def _backend_args(p, roles) -> None:
                         "the others")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="name of the environment variable holding the API key (never logged)")
-    g.add_argument("--concurrency", type=int, default=8,
+    g.add_argument("--concurrency", type=positive_int, default=8,
                    help="openai: requests in flight at once per server URL")
-    g.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request")
-    g.add_argument("--max-retries", type=int, default=4,
+    g.add_argument("--timeout", type=positive_float, default=60.0, help="openai: seconds per request")
+    g.add_argument("--max-retries", type=nonneg_int, default=4,
                    help="openai: retries (exponential backoff) on 429, 5xx and timeouts")
-    g.add_argument("--max-consecutive-failures", type=int, default=20,
+    g.add_argument("--max-consecutive-failures", type=positive_int, default=20,
                    help="openai: drop a server after this many failed attempts in a row "
                         "(connection errors, timeouts, 5xx; 429 only when a request ends "
                         "rate-limited); the run stops when every server is dropped")
-    g.add_argument("--device", default="cpu", help="hf: torch device (cpu, cuda, cuda:1)")
+    g.add_argument("--device", type=device, default="cpu", help="hf: torch device (cpu, cuda, cuda:1)")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="hf: weight dtype")
-    g.add_argument("--batch-size", type=int, default=8, help="hf: prompts per generate() batch")
-    g.add_argument("--temperature", type=float, default=None,
+    g.add_argument("--batch-size", type=positive_int, default=8, help="hf: prompts per generate() batch")
+    g.add_argument("--temperature", type=nonneg_float, default=None,
                    help="sampling temperature (default: 0.6 for proposer/rewriter as in the "
                         "paper, 0 for the verifier)")
-    g.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling top-p")
-    g.add_argument("--max-tokens", type=int, default=64, help="longest answer, in tokens")
+    g.add_argument("--top-p", type=probability, default=0.9, help="nucleus sampling top-p")
+    g.add_argument("--max-tokens", type=positive_int, default=64, help="longest answer, in tokens")
 
 
 def _run_args(p) -> None:
@@ -60,9 +62,9 @@ def _run_args(p) -> None:
     g.add_argument("--overwrite", action="store_true", help="start again, deleting a previous output")
     g.add_argument("--shard", default="0/1",
                    help="i/N: process only shard i of N (split by image, deterministic)")
-    g.add_argument("--limit", type=int, default=None, help="process at most this many work items")
-    g.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    g.add_argument("--chunk-size", type=int, default=None,
+    g.add_argument("--limit", type=positive_int, default=None, help="process at most this many work items")
+    g.add_argument("--seed", type=nonneg_int, default=0, help="seed of every random choice")
+    g.add_argument("--chunk-size", type=positive_int, default=None,
                    help="work items per batch of model calls (default max(64, 8 x concurrency))")
     g.add_argument("--affirmed", choices=["auto", "on", "off"], default="auto",
                    help="also write the affirmative twin caption ('affirmed'); auto: on for the "
@@ -106,7 +108,7 @@ def add_generate_parser(sub, make_parser) -> None:
                     help="folder of the images (needed by openai/hf verifiers)")
     p1.add_argument("--random-objects", action="store_true",
                     help="Rand-P1: draw the object at random instead of proposing it")
-    p1.add_argument("--candidates", type=int, default=1, help="objects tried per caption")
+    p1.add_argument("--candidates", type=positive_int, default=1, help="objects tried per caption")
     p1.add_argument("--propose-per", choices=["image", "caption"], default="image",
                     help="image: one proposer call for all captions of an image (and objects any "
                          "caption names are never proposed); caption: the paper's one call each")
@@ -192,6 +194,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def _cmd_p1(args) -> int:
+    check_output(args.out, kind="file", overwrite=args.overwrite, resume=args.resume)
     from ..generate.p1 import run_p1
     from ..generate.runner import parse_shard
 
@@ -207,6 +210,7 @@ def _cmd_p1(args) -> int:
 
 
 def _cmd_p2(args) -> int:
+    check_output(args.out, kind="file", overwrite=args.overwrite, resume=args.resume)
     from ..generate.p2 import run_p2
     from ..generate.runner import parse_shard
 
@@ -223,6 +227,7 @@ def _cmd_p2(args) -> int:
 def _cmd_merge(args) -> int:
     from ..generate.stats import merge_outputs
 
+    check_output(args.out, kind="file")
     r = merge_outputs(args.inputs, args.out)
     print(f"merged {r['inputs']} files: {r['records']} records "
           f"({r['duplicates_dropped']} duplicates dropped) -> {r['out']}")
@@ -239,6 +244,7 @@ def _cmd_stats(args) -> int:
         print(format_stats(s))
     if not args.no_plot:
         path = args.plot or f"{args.inputs[0]}.stats.png"
+        check_output(path, kind="file", option="--plot")
         plot_stats(s, path)
         if not args.json:
             print(f"plot: {path}")
@@ -248,7 +254,8 @@ def _cmd_stats(args) -> int:
 def _cmd_export(args) -> int:
     from ..generate.export import export_records
 
-    pipes = [p.strip() for p in args.pipelines.split(",")] if args.pipelines else None
+    pipes = [p.strip() for p in args.pipelines.split(",") if p.strip()] if args.pipelines else None
+    check_output(args.out, kind="file")
     r = export_records(args.inputs, args.out, fmt=args.format, captions=args.captions,
                        pipelines=pipes)
     print(f"wrote {r['annotations']} annotations over {r['images']} images -> {r['out']}")

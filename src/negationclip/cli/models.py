@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ..utils.errors import NegationClipError
+from ..utils.paths import check_output
 from ._base import _parser, add_act_option
+from ._types import device, positive_int
 
 # --- convert / encode (models) -------------------------------------------------------------
 
@@ -28,6 +30,7 @@ def _add_convert(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="dtype of the written weights")
     add_act_option(p, what="--input")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.set_defaults(func=_cmd_convert)
 
 
@@ -35,6 +38,8 @@ def _cmd_convert(args) -> int:
     from ..models import export_openai, export_text_encoder, load_clip, save
     from ..models.load import parse_dtype
 
+    check_output(args.output, kind="file" if args.to == "openai" else "dir",
+                 overwrite=args.overwrite, must_not_exist=True, option="--output")
     bundle = load_clip(args.input, dtype=parse_dtype(args.dtype), act=args.act)
     if args.to == "hf":
         save(bundle, args.output)
@@ -56,8 +61,8 @@ def _add_encode(sub) -> None:
     p.add_argument("--model", required=True, help="checkpoint: HF id or folder, .pt/.pth, .safetensors")
     p.add_argument("--text", action="append", default=[], help="a text (repeat for several)")
     p.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
-    p.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="encoding batch size")
+    p.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_act_option(p, what="--model")
     p.set_defaults(func=_cmd_encode)

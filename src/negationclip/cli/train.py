@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import _parser
+from ._types import device, nonneg_float, nonneg_int, positive_float, positive_int, probability
 
 # --- train (fine-tuning) ------------------------------------------------------------------
 
@@ -55,17 +56,17 @@ def _add_train(sub) -> None:
     g.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="image-embedding cache (default: $NEGATIONCLIP_CACHE or ~/.cache/negationclip)")
     g = p.add_argument_group("optimisation (defaults: the released recipe)")
-    g.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training captions")
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    g.add_argument("--batch-size", type=int, default=d.batch_size,
+    g.add_argument("--epochs", type=positive_int, default=d.epochs, help="passes over the training captions")
+    g.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
+    g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="global batch (all processes together); the contrastive negatives")
-    g.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    g.add_argument("--lr", type=positive_float, default=d.lr, help="AdamW learning rate")
+    g.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay, help="AdamW weight decay")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="lr after warm-up")
-    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear lr warm-up steps")
-    g.add_argument("--grad-accum", type=int, default=d.grad_accum,
+    g.add_argument("--warmup-steps", type=nonneg_int, default=d.warmup_steps, help="linear lr warm-up steps")
+    g.add_argument("--grad-accum", type=positive_int, default=d.grad_accum,
                    help="batches per optimizer step (negatives stay within each batch)")
-    g.add_argument("--max-grad-norm", type=float, default=None, help="clip gradients to this norm")
+    g.add_argument("--max-grad-norm", type=positive_float, default=None, help="clip gradients to this norm")
     g.add_argument("--freeze-logit-scale", action="store_true",
                    help="keep the temperature fixed (the released script trains it)")
     g.add_argument("--train-final-layer-norm", action="store_true",
@@ -75,22 +76,22 @@ def _add_train(sub) -> None:
                    help="negated: negated captions only (the paper); both: + every original "
                         "caption; ratio: + --original-ratio originals per negated caption; "
                         "original: originals only (plain COCO captions)")
-    g.add_argument("--original-ratio", type=float, default=d.original_ratio,
+    g.add_argument("--original-ratio", type=nonneg_float, default=d.original_ratio,
                    help="with --mix ratio: original captions added per negated caption")
     g.add_argument("--hard-negatives", choices=HARD_NEGATIVES, default=d.hard_negatives,
                    help="texts added as extra negatives for their own image in the image->text "
                         "softmax: the original caption, the 'affirmed' caption (stating the "
                         "object's presence), or both; none is the paper's setting")
-    g.add_argument("--hard-negative-margin", type=float, default=None,
+    g.add_argument("--hard-negative-margin", type=nonneg_float, default=None,
                    help="also a hinge per hard negative: cos(image, negated) must beat cos(image, "
                         "hard text), and cos(negated, image) cos(negated, hard image), by this")
-    g.add_argument("--hard-negative-weight", type=float, default=d.hard_negative_weight,
+    g.add_argument("--hard-negative-weight", type=nonneg_float, default=d.hard_negative_weight,
                    help="weight of the hinge term")
     g.add_argument("--mine-negative-images", action="store_true",
                    help="give each negated caption an extra negative image: a training image "
                         "whose captions mention the negated object (text->image softmax); a "
                         "record's own 'negative_image' field is used when present")
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+    g.add_argument("--val-fraction", type=probability, default=d.val_fraction,
                    help="held-out share for validation loss and best-checkpoint choice (0: none, "
                         "the last weights are kept)")
     g.add_argument("--split-by", choices=SPLITS, default=d.split_by,
@@ -98,18 +99,18 @@ def _add_train(sub) -> None:
     g.add_argument("--dedupe-images", action="store_true",
                    help="avoid two captions of one image in a batch (they would be false negatives)")
     g = p.add_argument_group("runtime")
-    g.add_argument("--seed", type=int, default=d.seed, help="seed of the split and the batch order")
-    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--seed", type=nonneg_int, default=d.seed, help="seed of the split and the batch order")
+    g.add_argument("--device", type=device, default=d.device, help="auto, cpu, cuda, cuda:N")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16 autocast on CUDA when supported, fp32 on CPU")
     g.add_argument("--compile", action="store_true", help="torch.compile the text tower")
-    g.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
+    g.add_argument("--eval-every", type=positive_int, default=None, metavar="STEPS",
                    help="also validate every N steps (always after each epoch)")
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every_steps, metavar="STEPS",
+    g.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every_steps, metavar="STEPS",
                    help="write the resume state every N steps (and at the end)")
-    g.add_argument("--log-every", type=int, default=d.log_every_steps, metavar="STEPS",
+    g.add_argument("--log-every", type=positive_int, default=d.log_every_steps, metavar="STEPS",
                    help="write a log.jsonl record every N steps")
-    g.add_argument("--image-batch-size", type=int, default=d.image_batch_size,
+    g.add_argument("--image-batch-size", type=positive_int, default=d.image_batch_size,
                    help="batch size of the one-off image-embedding pass")
     p.set_defaults(func=_cmd_train)
 
@@ -118,6 +119,9 @@ def _cmd_train(args) -> int:
     import json
 
     from ..train import TrainConfig, finetune
+    from ..utils.paths import check_output
+
+    check_output(args.out, kind="dir", resume=args.resume)
 
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,

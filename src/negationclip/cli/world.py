@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 
 from ..utils.errors import NegationClipError
+from ..utils.paths import check_output
 from ._base import _parser
+from ._types import nonneg_float, nonneg_int, positive_float, positive_int, probability
 
 # --- world (NegWorld) ------------------------------------------------------------------------
 # `negationclip world <sub>`: each subcommand is an `_add_world_<name>(wsub)` in _WORLD_COMMANDS.
@@ -35,19 +37,19 @@ def _add_world_build(wsub) -> None:
                 "  negationclip world build --out runs/negworld --images 2000 --seed 0\n"
                 "  negationclip world build --out runs/nw128 --images 500 --size 128 --overwrite")
     p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
-    p.add_argument("--images", type=int, default=1000, help="number of scenes to render")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same bytes")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels")
-    p.add_argument("--min-objects", type=int, default=1, help="fewest objects in a scene")
-    p.add_argument("--max-objects", type=int, default=4, help="most objects in a scene")
-    p.add_argument("--captions-per-image", type=int, default=5, help="positive captions per image")
-    p.add_argument("--questions-per-image", type=int, default=6, help="VQA questions per image")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="share of images in val")
-    p.add_argument("--test-fraction", type=float, default=0.2,
+    p.add_argument("--images", type=positive_int, default=1000, help="number of scenes to render")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed: same seed, same bytes")
+    p.add_argument("--size", type=positive_int, default=64, help="image side in pixels")
+    p.add_argument("--min-objects", type=nonneg_int, default=1, help="fewest objects in a scene")
+    p.add_argument("--max-objects", type=positive_int, default=4, help="most objects in a scene")
+    p.add_argument("--captions-per-image", type=positive_int, default=5, help="positive captions per image")
+    p.add_argument("--questions-per-image", type=positive_int, default=6, help="VQA questions per image")
+    p.add_argument("--val-fraction", type=probability, default=0.05, help="share of images in val")
+    p.add_argument("--test-fraction", type=probability, default=0.2,
                    help="share of images in test (negref, VALSE and negation pairs come from these)")
-    p.add_argument("--pairs-per-scene", type=int, default=2,
+    p.add_argument("--pairs-per-scene", type=nonneg_int, default=2,
                    help="negation pairs made from each test scene with at least two objects")
-    p.add_argument("--heldout-fraction", type=float, default=0.35,
+    p.add_argument("--heldout-fraction", type=probability, default=0.35,
                    help="share of negation pairs phrased with a held-out cue (\"but not\", \"lacking\", ...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NegWorld export at --out")
     p.set_defaults(func=_cmd_world_build)
@@ -58,6 +60,7 @@ def _cmd_world_build(args) -> int:
 
     from ..data.negworld import WorldConfig, build_world
 
+    check_output(args.out, kind="dir")
     if args.val_fraction < 0 or args.test_fraction < 0 or args.val_fraction + args.test_fraction >= 1:
         raise NegationClipError("world build: need val and test fractions >= 0 with a sum below 1")
     cfg = WorldConfig(images=args.images, seed=args.seed, size=args.size,
@@ -91,21 +94,21 @@ def _add_world_pretrain(wsub) -> None:
     p.add_argument("--captions", help="COCO captions file (instead of --world)")
     p.add_argument("--images", help="image folder of --captions")
     p.add_argument("--out", required=True, help="output folder for the model and PRETRAIN.json")
-    p.add_argument("--steps", type=int, default=400, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=256, help="images per step (one caption each)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    p.add_argument("--warmup-steps", type=int, default=40, help="linear warm-up, then cosine decay")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
-    p.add_argument("--width", type=int, default=128, help="transformer width (text and vision)")
-    p.add_argument("--layers", type=int, default=4, help="transformer depth (text and vision)")
-    p.add_argument("--image-size", type=int, default=64, help="model input side in pixels")
-    p.add_argument("--patch-size", type=int, default=8, help="ViT patch side in pixels")
-    p.add_argument("--embed-dim", type=int, default=128, help="joint embedding size")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batches")
+    p.add_argument("--steps", type=positive_int, default=400, help="optimizer steps")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per step (one caption each)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup-steps", type=nonneg_int, default=40, help="linear warm-up, then cosine decay")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.1, help="AdamW weight decay")
+    p.add_argument("--width", type=positive_int, default=128, help="transformer width (text and vision)")
+    p.add_argument("--layers", type=positive_int, default=4, help="transformer depth (text and vision)")
+    p.add_argument("--image-size", type=positive_int, default=64, help="model input side in pixels")
+    p.add_argument("--patch-size", type=positive_int, default=8, help="ViT patch side in pixels")
+    p.add_argument("--embed-dim", type=positive_int, default=128, help="joint embedding size")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initial weights and batches")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float16",
                    help="dtype of the written weights")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--checkpoint-every", type=int, default=50, help="resume state every N steps")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=50, help="resume state every N steps")
     p.add_argument("--no-eval", action="store_true", help="skip the test figures at the end")
     p.set_defaults(func=_cmd_world_pretrain)
 
@@ -116,6 +119,7 @@ def _cmd_world_pretrain(args) -> int:
 
     from ..train.pretrain import PretrainConfig, pretrain, update_record
 
+    check_output(args.out, kind="dir")
     if bool(args.world) == bool(args.captions):
         raise NegationClipError("world pretrain: give either --world or --captions (with --images)")
     world = None

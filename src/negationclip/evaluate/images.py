@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..models import ImageEmbeddingCache, open_image
+from ..models.transform import image_header_size
 from ..utils import NegationClipError, atomic_write_text
 
 
@@ -70,15 +71,7 @@ def crop_image(im: Image.Image, box: Sequence[float]) -> Image.Image:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """Width and height from the file header only (no decode); NegationClipError if unreadable."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError:
-        raise NegationClipError(f"{path}: image not found") from None
-    except IsADirectoryError:
-        raise NegationClipError(f"{path}: is a folder, expected an image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise NegationClipError(f"{path}: not a readable image ({e})") from None
+    return image_header_size(path)
 
 
 class CropLoader:

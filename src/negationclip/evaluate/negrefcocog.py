@@ -45,7 +45,8 @@ def evaluate_negrefcocog(bundle: ClipBundle, path: str | os.PathLike | Sequence[
 
     Returns ``{"benchmark", "model", "accuracy" (= "accuracy_official"), "accuracy_strict",
     "correct", "correct_strict", "total", "ties", "items_per_second", "missing_images",
-    "skipped", "clipped_boxes", ...}``; with ``return_items`` also ``items`` (per-record outcome and
+    "skipped", "clipped_boxes", "skipped_single_box", ...}`` (records with one candidate box
+    are counted and left out: there is nothing to choose); with ``return_items`` also ``items`` (per-record outcome and
     scores, for error analysis).
     """
     t0 = time.perf_counter()
@@ -92,10 +93,14 @@ def evaluate_negrefcocog(bundle: ClipBundle, path: str | os.PathLike | Sequence[
     text = encode_text(bundle, phrases, batch_size=256, show_progress=False)
     tix = {p: i for i, p in enumerate(phrases)}
 
-    correct = strict = ties = total = skipped = 0
+    correct = strict = ties = total = skipped = single = 0
     per_item = []
     by_n = Counter()
     for i, (it, ks) in enumerate(zip(items, keys_per_item)):
+        if len(ks) < 2:  # nothing to choose between: counting it correct would inflate accuracy
+            single += 1
+            per_item.append({"index": i, "outcome": "single_box"})
+            continue
         if any(k not in emb.index or not bool(emb.ok[emb.index[k]]) for k in ks):
             skipped += 1
             per_item.append({"index": i, "outcome": "missing"})
@@ -122,6 +127,7 @@ def evaluate_negrefcocog(bundle: ClipBundle, path: str | os.PathLike | Sequence[
         "correct_strict": strict, "total": total, "ties": ties, "tie_tol": tie_tol,
         "items_per_second": len(items) / elapsed if elapsed > 0 else None,
         "missing_images": len(missing), "skipped": skipped, "clipped_boxes": clipped,
+        "skipped_single_box": single,
         "crops": len(wanted), "image_decodes": loader.decodes, "seconds": elapsed,
         "file": source,
     }

@@ -128,6 +128,13 @@ def _expand(box: Sequence[float], ratio: float, width: float, height: float) -> 
     return [x0, y0, x1 - x0, y1 - y0]
 
 
+def _inside(box: Sequence[float], im: dict) -> bool:
+    """At least a 1x1 pixel of the box lies inside the image (instances outside it, from a
+    wrong 'width'/'height' or a bad box, would become boxes of negative size once clipped)."""
+    c = _expand(box, 0.0, im["width"], im["height"])
+    return c[2] >= 1.0 and c[3] >= 1.0
+
+
 def _check_list(obj: Any, what: str, source: str) -> list:
     if not isinstance(obj, list):
         raise NegationClipError(f"{source}: expected {what} to be a list, got {type(obj).__name__}")
@@ -170,6 +177,12 @@ def build_negrefcocog(refs_path: str | os.PathLike, instances_path: str | os.Pat
             ann_id, sentences = ref["ann_id"], ref["sentences"]
         except KeyError as e:
             raise NegationClipError(f"{refs_path}: refs[{r_i}] lacks {e.args[0]!r}") from None
+        if isinstance(ann_id, bool) or not isinstance(ann_id, int):
+            raise NegationClipError(f"{refs_path}: refs[{r_i}]: 'ann_id' must be an integer, got "
+                                    f"{type(ann_id).__name__} {str(ann_id)[:40]}")
+        if not isinstance(sentences, list):
+            raise NegationClipError(f"{refs_path}: refs[{r_i}]: 'sentences' must be a list, got "
+                                    f"{type(sentences).__name__} {str(sentences)[:40]}")
         phrases = []
         for s in sentences:
             stats.sentences += 1
@@ -190,14 +203,20 @@ def build_negrefcocog(refs_path: str | os.PathLike, instances_path: str | os.Pat
         if im is None:
             stats.skipped["image_not_in_instances"] += len(phrases)
             continue
+        if not _inside(ann["bbox"], im):
+            stats.skipped["reference_box_outside_image"] += len(phrases)
+            continue
         if small(ann["bbox"], im):
             stats.skipped["small_reference_box"] += len(phrases)
             continue
         negatives = [anns[a]["bbox"] for a in by_image_cat[(ann["image_id"], ann["category_id"])]
                      if a != ann_id]
-        kept = [b for b in negatives if not small(b, im)]
-        if len(kept) < len(negatives):
-            stats.skipped["small_negative_box"] += (len(negatives) - len(kept)) * len(phrases)
+        inside = [b for b in negatives if _inside(b, im)]
+        if len(inside) < len(negatives):
+            stats.skipped["negative_box_outside_image"] += (len(negatives) - len(inside)) * len(phrases)
+        kept = [b for b in inside if not small(b, im)]
+        if len(kept) < len(inside):
+            stats.skipped["small_negative_box"] += (len(inside) - len(kept)) * len(phrases)
         if not kept and cfg.require_negative:
             stats.skipped["no_negative"] += len(phrases)
             continue

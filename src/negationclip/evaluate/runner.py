@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..utils import NegationClipError, atomic_write_json, load_json
+from ..utils import NegationClipError, atomic_write_json, checks, load_json
 from ..utils.progress import progress
+from .html_report import write_html_report
 from .metrics import tie_tolerance
 from .registry import Benchmark, RunContext, registry, resolve_name
 from .report import FORMAT, _safe, headline, new_results, software_versions, write_report
@@ -43,6 +44,11 @@ class EvalConfig:
     overwrite: bool = False
     charts: bool = True
     inputs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # the CLI's rules for the Python API too (utils.checks)
+        self.batch_size = checks.positive_int(self.batch_size, "eval: batch_size")
+        self.limit = checks.optional_positive_int(self.limit, "eval: limit")
+        self.max_missing = checks.probability(self.max_missing, "eval: max_missing")
 
     def all_inputs(self) -> dict:
         from .registry import default_inputs
@@ -250,4 +256,5 @@ def run_eval(models: list[str], benchmarks: list[str], cfg: EvalConfig, *,
         gc.collect()
     results["errors"] = {m: e for m, e in results["errors"].items() if e}
     write_report(results, out, charts=cfg.charts)
+    write_html_report(results, out / "report.html", title="negationclip evaluation")
     return results

@@ -11,6 +11,7 @@ from ..utils import NegationClipError, atomic_write_json
 from .records import read_records
 
 FORMATS = ("negationclip-coco",)
+PIPELINES = ("P1", "Rand-P1", "P2")
 
 
 def export_records(inputs: list[str | os.PathLike], out: str | os.PathLike, *,
@@ -25,9 +26,18 @@ def export_records(inputs: list[str | os.PathLike], out: str | os.PathLike, *,
     """
     if fmt not in FORMATS:
         raise NegationClipError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if pipelines:
+        unknown = [p for p in pipelines if p not in PIPELINES]
+        if unknown:
+            raise NegationClipError(f"export: unknown pipeline(s) {', '.join(map(repr, unknown))} "
+                                    f"(choose from {', '.join(PIPELINES)})")
     recs = [r for p in inputs for r in read_records(p)]
     if pipelines:
         recs = [r for r in recs if r.pipeline in pipelines]
+    if not recs:
+        raise NegationClipError(f"export: no records to write from {', '.join(map(str, inputs))}"
+                                + (f" for pipelines {', '.join(pipelines)}" if pipelines else "")
+                                + "; nothing written")
     images: dict[int, dict] = {}
     if captions:
         src = load_coco_captions(captions)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..utils import JsonlWriter, NegationClipError, atomic_write_text, progress, read_jsonl
+from ..utils import checks
+from ..utils.paths import OutputLock
 from .backends.base import (GroupProposeTask, ProposeTask, Proposer, RewriteTask, Rewriter, VerifyTask, Verifier,
                             stable_seed)
 from .grammar import mentions
@@ -99,6 +101,10 @@ class Runner:
                  rewriter: Rewriter):
         if cfg.pipeline not in ("P1", "Rand-P1", "P2"):
             raise NegationClipError(f"unknown pipeline {cfg.pipeline!r}")
+        cfg.limit = checks.optional_positive_int(cfg.limit, "limit")  # -1 used to drop the last item
+        cfg.chunk_size = checks.positive_int(cfg.chunk_size, "chunk_size")
+        if cfg.resume and cfg.overwrite:
+            raise NegationClipError(f"{cfg.out}: resume and overwrite contradict each other; pass one")
         if cfg.candidates < 1:
             raise NegationClipError("--candidates must be >= 1")
         self.cfg = cfg
@@ -136,8 +142,17 @@ class Runner:
         done = {wid for wid, e in items.items() if e.get("status") == "done"}
         if out.exists():
             recs = read_jsonl(out, repair=True)
-            kept = [r for r in recs if r.get("work_id") in done]
-            if len(kept) != len(recs):  # records of an item that never got its ledger line
+            ids: set = set()
+            kept = []
+            for r in recs:  # records of an item that never got its ledger line, and duplicates
+                if r.get("work_id") not in done:
+                    continue
+                if r.get("id") in ids:
+                    self.summary["duplicates_dropped"] += 1
+                    continue
+                ids.add(r.get("id"))
+                kept.append(r)
+            if len(kept) != len(recs):
                 atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
         if header is None:
             with JsonlWriter(led) as w:
@@ -276,6 +291,13 @@ class Runner:
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, items: list[WorkItem]) -> dict:
+        """Process ``items`` into ``cfg.out`` holding its exclusive lock (``OUT.lock``): a
+        second process on the same output is refused, naming the holder, instead of both
+        appending every record."""
+        with OutputLock(self.cfg.out):
+            return self._run(items)
+
+    def _run(self, items: list[WorkItem]) -> dict:
         cfg = self.cfg
         seen: set[str] = set()
         for it in items:

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..utils import NegationClipError, atomic_write_text
+from ..utils.paths import OutputLock
 from .records import OUTCOMES, ROLES, ledger_path, read_ledger, read_records
 
 
@@ -121,6 +122,11 @@ def merge_outputs(inputs: list[str | os.PathLike], out: str | os.PathLike) -> di
     out = Path(out)
     if out.resolve() in {Path(p).resolve() for p in inputs}:
         raise NegationClipError(f"{out}: the merged output cannot be one of the inputs")
+    with OutputLock(out):
+        return _merge(inputs, out)
+
+
+def _merge(inputs: list[str | os.PathLike], out: Path) -> dict:
     seen: set[str] = set()
     kept: list[dict] = []
     dup = 0

@@ -63,8 +63,14 @@ class _TorchScriptUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
 
     def persistent_load(self, pid):
-        typename, storage_type, key, _location, numel = pid
-        assert typename == "storage"
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[2], str)):
+            raise pickle.UnpicklingError(f"unexpected persistent id {str(pid)[:80]} (only tensor "
+                                         f"storages are read)")
+        _typename, storage_type, key, _location, _numel = pid
+        if not (isinstance(storage_type, torch.dtype) or (isinstance(storage_type, type)
+                                                          and hasattr(storage_type, "dtype"))):
+            raise pickle.UnpicklingError(f"unexpected storage type {storage_type!r}")
         data = self.zf.read(f"{self.prefix}/data/{key}")
         dtype = storage_type
         if not isinstance(dtype, torch.dtype):  # e.g. torch.FloatStorage (legacy archives)
@@ -149,9 +155,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise
     except pickle.UnpicklingError as e:
         raise NegationClipError(f"{path}: refused or unreadable pickle ({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+    except Exception as e:  # a damaged or foreign archive fails in many ways; none is a bug here
+        first = (str(e).splitlines() or [""])[0][:200]
         raise NegationClipError(
-            f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0][:200]})") from None
+            f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first})") from None
     return _unwrap(obj, path)
 
 

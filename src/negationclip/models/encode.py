@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..utils.checks import positive_int
+from ..utils.errors import NegationClipError
 from ..utils.progress import progress
 from .transform import open_image
 
@@ -52,6 +54,9 @@ def encode_text(bundle: "ClipBundle", texts: Sequence[str], *, batch_size: int =
     Texts are sorted by length first so batches waste little padding; results come back in
     the input order, float32 on CPU.
     """
+    batch_size = positive_int(batch_size, "encode_text: batch_size")
+    if isinstance(texts, str):
+        raise NegationClipError("encode_text: texts must be a list of strings, not one string")
     texts = list(texts)
     model, dev = bundle.model, bundle.device
     lengths = [len(t) for t in texts]
@@ -86,6 +91,10 @@ def encode_images(bundle: "ClipBundle", images: Sequence[Image.Image | str | os.
     """Embed PIL images or image paths (paths are opened with ``open_image(p, mode=None)``, in
     the file's own mode as ``preprocess(Image.open(p))`` sees them; a bad file is a
     NegationClipError naming it). For many images over many runs use ImageEmbeddingCache."""
+    batch_size = positive_int(batch_size, "encode_images: batch_size")
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        raise NegationClipError("encode_images: images must be a list (of paths or PIL images), "
+                                "not one image")
     images = list(images)
     out = torch.empty((len(images), bundle.embed_dim), dtype=torch.float32)
     bar = progress(total=len(images), desc="encode images", unit="img",

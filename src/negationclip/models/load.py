@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..utils.checks import check_device
 from ..utils.errors import NegationClipError
 from . import open_clip_names
 from .tokenizer import ClipTokenizer
@@ -311,6 +312,8 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
     """
     act = _check_act(act)
     dt = parse_dtype(dtype)
+    if not isinstance(device, torch.device):
+        check_device(device)  # a device this machine lacks fails before the weights are read
     src = str(source)
     path = Path(src).expanduser()
     if path.is_dir():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,9 +39,72 @@ _RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, 
 RULE_KEY = "negationclip_rule"
 
 
+_PIL_DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+def max_image_pixels() -> int | None:
+    """The largest image (width x height) ``open_image`` decodes: $NEGATIONCLIP_MAX_IMAGE_PIXELS
+    ('none' or 0: no limit), else PIL's default (about 179 million). A larger file, even one
+    whose header alone claims the size (a decompression bomb), is refused before decoding."""
+    raw = os.environ.get("NEGATIONCLIP_MAX_IMAGE_PIXELS", "").strip()
+    if not raw:
+        return _PIL_DEFAULT_MAX_PIXELS
+    if raw.lower() in ("none", "0", "off"):
+        return None
+    try:
+        v = int(float(raw))
+    except ValueError:
+        raise NegationClipError(f"NEGATIONCLIP_MAX_IMAGE_PIXELS={raw!r}: expected a pixel count "
+                                f"or 'none'") from None
+    if v < 0:
+        raise NegationClipError(f"NEGATIONCLIP_MAX_IMAGE_PIXELS={raw!r}: must be >= 0")
+    return v
+
+
+def _open_checked(path: Path) -> Image.Image:
+    """``Image.open`` with our pixel limit in force: PIL's own bomb check (a warning above its
+    limit, an error above twice it) is replaced by one rule, checked from the header."""
+    limit = max_image_pixels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = pil_limit
+    w, h = im.size
+    if limit is not None and w * h > limit:
+        im.close()
+        raise NegationClipError(f"{path}: image of {w}x{h} = {w * h} pixels exceeds the limit of "
+                                f"{limit} (a decompression bomb?); raise NEGATIONCLIP_MAX_IMAGE_PIXELS "
+                                f"if the file is trusted")
+    return im
+
+
+def _image_error(path: Path, e: BaseException) -> NegationClipError:
+    if isinstance(e, NegationClipError):
+        return e
+    if isinstance(e, FileNotFoundError):
+        return NegationClipError(f"{path}: image not found")
+    if isinstance(e, IsADirectoryError):
+        return NegationClipError(f"{path}: is a folder, expected an image")
+    if isinstance(e, PermissionError):
+        return NegationClipError(f"{path}: cannot read image: permission denied")
+    if isinstance(e, UnidentifiedImageError):
+        return NegationClipError(f"{path}: not an image file PIL can read")
+    if isinstance(e, Image.DecompressionBombError):
+        return NegationClipError(f"{path}: image too large for PIL's limit ({e})")
+    if isinstance(e, MemoryError):
+        return NegationClipError(f"{path}: out of memory decoding the image")
+    return NegationClipError(f"{path}: unreadable image ({type(e).__name__}: {e})")
+
+
 def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image:
-    """Open and fully decode an image; a missing, truncated or non-image file raises
-    NegationClipError naming it (decoding now, not lazily, so truncation is caught here).
+    """Open and fully decode an image (as RGB by default). Every way a file can fail (missing, a folder, no
+    permission, not an image, truncated, corrupt, over the pixel limit of ``max_image_pixels``)
+    raises NegationClipError naming it, so callers count a skip or stop with a clear message.
+    Decoding happens now, not lazily, so truncation is caught here. Every image the package
+    reads goes through this function (or ``image_header_size``).
 
     ``mode="RGB"`` converts as the official training/eval loaders do
     (``Image.open(p).convert("RGB")``); ``mode=None`` keeps the file's own mode (what
@@ -48,19 +112,25 @@ def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with _open_checked(path) as im:
             im.load()
             if mode is None:
                 return im.copy()
             return im.convert(mode)
-    except FileNotFoundError:
-        raise NegationClipError(f"{path}: image not found") from None
-    except IsADirectoryError:
-        raise NegationClipError(f"{path}: is a folder, expected an image") from None
-    except UnidentifiedImageError:
-        raise NegationClipError(f"{path}: not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
-        raise NegationClipError(f"{path}: unreadable image ({e})") from None
+    except Exception as e:  # PIL raises many types for corrupt data (OSError, SyntaxError, struct.error, ...)
+        raise _image_error(path, e) from None
+    except MemoryError as e:
+        raise _image_error(path, e) from None
+
+
+def image_header_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the header only (no decode), with ``open_image``'s errors and limit."""
+    path = Path(path)
+    try:
+        with _open_checked(path) as im:
+            return im.size
+    except Exception as e:
+        raise _image_error(path, e) from None
 
 
 def resized_size(w: int, h: int, n: int) -> tuple[int, int]:

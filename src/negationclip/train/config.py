@@ -99,6 +99,13 @@ class TrainConfig:
             bad(f"checkpoint_every_steps must be >= 1, got {self.checkpoint_every_steps}")
         if self.hard_negative_margin is not None and self.hard_negative_margin < 0:
             bad(f"hard_negative_margin must be >= 0, got {self.hard_negative_margin}")
+        for name in ("image_batch_size", "log_every_steps"):
+            if getattr(self, name) < 1:
+                bad(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every_steps is not None and self.eval_every_steps < 1:
+            bad(f"eval_every_steps must be >= 1, got {self.eval_every_steps}")
+        if self.weight_decay < 0:
+            bad(f"weight_decay must be >= 0, got {self.weight_decay}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

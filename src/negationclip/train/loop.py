@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..utils import JsonlWriter, NegationClipError, atomic_write_json, atomic_write_text, progress
+from ..utils.paths import check_output
 from . import checkpoint as ckpt
 from . import distributed as D
 from .config import TrainConfig
@@ -317,7 +318,7 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
     interrupt a run).
     """
     cfg = (config or TrainConfig()).validate()
-    out = Path(out_dir)
+    out = check_output(out_dir, kind="dir", option="out")  # before the embedding pass, not after
     t0 = time.time()
     info, device = D.setup(cfg.device)
     say = _say if (verbose and info.is_main) else (lambda m: None)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import NegationClipError
+from .paths import as_os_error, current_umask, os_error
 
 
 def load_json(path: str | os.PathLike) -> Any:
@@ -28,6 +29,8 @@ def load_json(path: str | os.PathLike) -> Any:
     except json.JSONDecodeError as e:
         raise NegationClipError(
             f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+    except OSError as e:  # permission denied, I/O error
+        raise os_error(path, e, "read") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,17 +45,23 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise os_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp makes 0600; honour umask
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise os_error(path, e) from None
         raise
     _fsync_dir(path.parent)
 
@@ -75,23 +84,34 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     path = Path(path)
     if path.exists() and not overwrite:
         raise NegationClipError(f"{path}: already exists (pass overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; honour umask
+    except OSError as e:
+        raise os_error(path, e) from None
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        oe = as_os_error(e)  # also native writers' I/O errors (safetensors, ...)
+        if oe is not None:
+            raise os_error(path, oe) from None
         raise
-    if path.exists():
-        old = path.with_name(f".{path.name}.old.{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+    try:
+        if path.exists():
+            old = path.with_name(f".{path.name}.old.{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
         else:
-            old.unlink(missing_ok=True)
-    else:
-        os.replace(tmp, path)
+            os.replace(tmp, path)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise os_error(path, e) from None
     _fsync_dir(path.parent)
 
 
@@ -128,7 +148,10 @@ def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise os_error(path, e, "read") from None
     records: list[dict] = []
     good_end = 0
     pos = 0
@@ -145,7 +168,7 @@ def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
                     with open(path, "ab") as f:
                         f.write(b"\n")
                 good_end = len(data) + (1 if repair else 0)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 pass
             break
         line = data[pos:nl].strip()
@@ -154,6 +177,8 @@ def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise NegationClipError(f"{path}:{lineno}: malformed JSONL record: {e.msg}") from None
+            except UnicodeDecodeError:
+                raise NegationClipError(f"{path}:{lineno}: malformed JSONL record: not UTF-8") from None
         pos = nl + 1
         good_end = pos
     if repair and good_end < len(data):
@@ -168,23 +193,33 @@ class JsonlWriter:
 
     def __init__(self, path: str | os.PathLike, *, append: bool = True, fsync: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if append and self.path.exists():
-            read_jsonl(self.path, repair=True)
-        self._f = open(self.path, "a" if append else "w", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if append and self.path.exists():
+                read_jsonl(self.path, repair=True)
+            self._f = open(self.path, "a" if append else "w", encoding="utf-8")
+        except OSError as e:
+            raise os_error(self.path, e) from None
         self._fsync = fsync
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
-        self._f.flush()
-        if self._fsync:
-            os.fsync(self._f.fileno())
+        line = json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n"
+        try:
+            self._f.write(line)
+            self._f.flush()
+            if self._fsync:
+                os.fsync(self._f.fileno())
+        except OSError as e:
+            raise os_error(self.path, e) from None
 
     def sync(self) -> None:
         """Flush and fsync now (for writers opened with ``fsync=False`` that sync per chunk)."""
         if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
+            try:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            except OSError as e:
+                raise os_error(self.path, e) from None
 
     def write_many(self, records) -> None:
         for r in records:
@@ -192,7 +227,10 @@ class JsonlWriter:
 
     def close(self) -> None:
         if not self._f.closed:
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError as e:  # the buffered tail could not be written
+                raise os_error(self.path, e) from None
 
     def __enter__(self) -> "JsonlWriter":
         return self
