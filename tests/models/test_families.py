@@ -148,3 +148,15 @@ def test_valse_runs_on_siglip(folder, tmp_path):
         fabricate_image(tmp_path / "im" / f"i{i}.jpg", 20, 20, str(i))
     res = evaluate_valse(b, p, tmp_path / "im")
     assert res["total"] == 3 and 0.0 <= res["accuracy"] <= 1.0
+
+
+def test_siglip_pixels_are_a_square_resize_without_crop(tmp_path_factory):
+    """SigLIP's rule, written here from big_vision's ``resize(224)|value_range(-1, 1)``: the
+    whole image resized (bicubic, PIL) to the square, no centre crop, x/255 mapped to [-1, 1]."""
+    import numpy as np
+
+    b = load_clip(make_siglip(tmp_path_factory.mktemp("px") / "m"))
+    for im in _images():
+        want = np.asarray(im.convert("RGB").resize((32, 32), Image.Resampling.BICUBIC), dtype=np.float32)
+        want = torch.from_numpy((want / 255.0 - 0.5) / 0.5).permute(2, 0, 1)
+        assert torch.allclose(b.transform([im])[0], want, atol=1e-5)
