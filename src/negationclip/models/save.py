@@ -38,7 +38,7 @@ def export_openai(bundle: ClipBundle, path: str | os.PathLike) -> Path:
 
     if bundle.family.name != "clip":
         raise NegationClipError(f"the OpenAI state-dict layout is CLIP's; a {bundle.family.name} "
-                                "model saves in its own Hugging Face layout (save / --format hf)")
+                                "model saves in its own Hugging Face layout (convert --to hf, models.save)")
     cfg = bundle.model.config
     for name, sub in (("text", cfg.text_config), ("vision", cfg.vision_config)):
         if sub.num_attention_heads != max(1, sub.hidden_size // 64):
