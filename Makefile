@@ -34,8 +34,15 @@ browser:
 test: setup browser
 	$(PY) -m pytest -q tests
 
+# Every speed script (each: interleaved runs, median [min-max], fraction of the matmul peak,
+# load average; JSON in benchmarks/results/), then one table: benchmarks/results/summary.md.
+# More runs: make bench BENCH_ARGS="--runs 5". Sized for about 10 minutes on a quiet 2-core machine.
+BENCHES := eval_speed encode_text train_speed generate_calls generate_throughput negworld_render
+BENCH_ARGS ?=
+
 bench: setup
-	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+	for b in $(BENCHES); do $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
+	$(PY) benchmarks/summary.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,10 +1,15 @@
 """Dynamic padding vs padding every caption to 77 tokens, on a ViT-B/32-sized text tower.
 
-    python benchmarks/encode_text.py [--captions 512] [--batch-size 128] [--out benchmarks/results/encode_text.json]
+Both arms call ``encode_text`` on the same random model and the same COCO-length captions
+(8-16 words), interleaved by ``_harness`` (median [min-max] of --runs runs, achieved fraction
+of the float32 matmul peak, load average, busy flag). FLOPs are counted at the length each
+forward really runs, so ``pad77`` is credited with its padding: its fraction of peak shows
+how well it uses the machine, the ratio how much work dynamic padding avoids (about 77 / the
+batch's longest caption, less the fixed costs). The embeddings are checked to agree (the text
+tower is causal and pools at end-of-text, so padding cannot change them).
 
-Both arms run in the same process on the same random model and the same COCO-length captions;
-the embeddings are checked to agree (the text tower is causal and pools at end-of-text, so
-padding cannot change them), then ms per batch and the ratio are printed.
+    python benchmarks/encode_text.py                    # -> benchmarks/results/encode_text.json
+    python benchmarks/encode_text.py --captions 512 --batch-size 128 --runs 5
 """
 
 from __future__ import annotations
@@ -12,14 +17,10 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_json  # noqa: E402
-
-from negationclip.models import bundle_from_config, encode_text, vit_b32_config  # noqa: E402
+from _harness import Arm, Bench, FlopCounter, add_protocol_args  # noqa: E402
 
 WORDS = ("a man woman child dog cat street car bus table plate pizza kitchen with on in of the "
          "sitting standing riding holding next to near red blue small large white black two three "
@@ -32,41 +33,51 @@ def coco_like_captions(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 16))) + "." for _ in range(n)]
 
 
+def encode(bundle, caps: list[str], batch_size: int, padding: str):
+    from negationclip.models import encode_text
+
+    return encode_text(bundle, caps, batch_size=batch_size, padding=padding, show_progress=False)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--captions", type=int, default=512)
+    ap.add_argument("--captions", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "encode_text.json"))
+    ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/encode_text.json)")
+    add_protocol_args(ap)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.captions, args.batch_size, args.runs = 16, 8, 1
+    bench = Bench("encode_text", threads=args.threads, runs=args.runs, quick=args.quick)
+    from negationclip.models import bundle_from_config, tiny_clip_config, vit_b32_config
 
-    bundle = bundle_from_config(vit_b32_config(), seed=0)
+    bundle = bundle_from_config(tiny_clip_config() if args.quick else vit_b32_config(), seed=0)
     caps = coco_like_captions(args.captions)
-    encode_text(bundle, caps[: args.batch_size])  # warm-up
-    times = {"dynamic": [], "pad77": []}
-    outs = {}
-    for _ in range(args.repeats):
-        for arm, padding in (("dynamic", "longest"), ("pad77", "max_length")):
-            t0 = time.perf_counter()
-            outs[arm] = encode_text(bundle, caps, batch_size=args.batch_size, padding=padding,
-                                    show_progress=False)
-            times[arm].append(time.perf_counter() - t0)
+    counter = FlopCounter(bundle.model)
+    outs: dict = {}
+    bench.measure([
+        Arm("pad77", counter.counted(lambda: outs.__setitem__("pad77", encode(bundle, caps, args.batch_size, "max_length"))),
+            "every caption padded to 77"),
+        Arm("dynamic", counter.counted(lambda: outs.__setitem__("dynamic", encode(bundle, caps, args.batch_size, "longest"))),
+            "each batch padded to its longest (negationclip)"),
+    ])
+    counter.close()
+    bench.conclude()
     max_diff = (outs["dynamic"] - outs["pad77"]).abs().max().item()
-    n_batches = -(-args.captions // args.batch_size)
     tok = bundle.tokenizer(caps)
-    rows = []
+    mean_len = float(tok.attention_mask.sum(1).float().mean())
     for arm in ("pad77", "dynamic"):
-        best = min(times[arm])
-        rows.append({"arm": arm, "ms_per_batch": 1000 * best / n_batches,
-                     "captions_per_s": args.captions / best})
-    ratio = min(times["pad77"]) / min(times["dynamic"])
-    print(f"ViT-B/32-sized text tower, {args.captions} COCO-length captions, batch {args.batch_size}, "
-          f"mean length {tok.attention_mask.sum(1).float().mean():.1f} tokens")
-    print_table(rows, ["arm", "ms_per_batch", "captions_per_s"])
-    print(f"speed-up of dynamic padding: {ratio:.2f}x   (max |difference| of embeddings: {max_diff:.2e})")
-    write_json(args.out, {"benchmark": "encode_text", "rows": rows, "speedup": ratio,
-                          "max_abs_diff": max_diff, "captions": args.captions,
-                          "batch_size": args.batch_size})
+        bench.arms[arm]["captions_per_s"] = args.captions / bench.arms[arm]["seconds"]["median"]
+    r = bench.ratio("dynamic padding speed-up (pad77 / dynamic)", "pad77", "dynamic")
+    bench.set_headline("text encoding speed-up, dynamic padding", r["median_ratio"], r["paired_min"],
+                       r["paired_max"], "x")
+    bench.write(args.out, columns=["captions_per_s"],
+                config={"captions": args.captions, "batch_size": args.batch_size,
+                        "model": "tiny" if args.quick else "vit-b32-random text tower",
+                        "mean_tokens": mean_len},
+                extra={"checks": {"max_abs_diff": max_diff}})
+    print(f"{args.captions} COCO-length captions (mean {mean_len:.1f} tokens), batch {args.batch_size}; "
+          f"max |difference| of embeddings {max_diff:.2e}")
     return 0
 
 

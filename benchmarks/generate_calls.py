@@ -10,6 +10,12 @@ each role invocation stands for one model call) on the same NegWorld export:
   cached per (image, object), rewrites only for verified-absent objects, objects named by
   another caption of the same image dropped before verification;
 - ours, default (``--propose-per image``): one proposal call for the captions of an image.
+
+Call counts are deterministic (the spread is zero); the wall seconds of each flow are
+measured with ``_harness`` (interleaved runs, median [min-max], load average, busy flag).
+No FLOPs: these are model calls, not tensor work, so no fraction of peak is reported.
+
+    python benchmarks/generate_calls.py --images 300 --runs 3
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
+import itertools
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_json  # noqa: E402
+from _harness import Arm, Bench, add_protocol_args  # noqa: E402
 
 from negationclip.data.coco import load_coco_captions, load_coco_instances  # noqa: E402
 from negationclip.data.negworld import WorldConfig, build_world, load_scenes  # noqa: E402
@@ -57,13 +63,30 @@ def reference_flow(captions_path, instances_path) -> dict:
             "calls_per_accepted": calls / max(1, accepted), "records": records}
 
 
+RUN = itertools.count()
+
+
+def ours_flow(capf: Path, instf: Path, out: Path, per: str, seed: int, present: dict) -> dict:
+    out = out.with_name(f"{out.stem}_{next(RUN)}.jsonl")  # a fresh run each time (no resume)
+    run_p1(capf, out, instances=instf, propose_per=per, progress=False, seed=seed)
+    s = run_stats([out])
+    recs = read_records(out)
+    return {"accepted": s["outcomes"].get("accepted", 0), "calls": s["calls_total"],
+            "calls_per_accepted": s["calls_per_accepted"],
+            "wrong": sum(r.object in present[r.image_id] for r in recs)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=300, help="NegWorld images to build")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "generate_calls.json"))
+    ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/generate_calls.json)")
+    add_protocol_args(ap, threads=1)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.images, args.runs = 20, 1
+    bench = Bench("generate_calls", threads=args.threads, runs=args.runs, quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         build_world(tmp / "world", WorldConfig(images=args.images, seed=args.seed),
@@ -71,34 +94,31 @@ def main(argv=None) -> int:
         capf, instf = tmp / "world" / "captions_train.json", tmp / "world" / "instances_train.json"
         scenes = load_scenes(tmp / "world" / "scenes.json")
         present = {s.id: {o.category for o in s.objects} for s in scenes.values()}
-        rows = []
-        t = time.perf_counter()
-        ref = reference_flow(capf, instf)
-        rows.append({"flow": "reference (propose+verify+rewrite each caption, no cache)",
-                     "captions": ref["captions"], "accepted": ref["accepted"],
-                     "calls": ref["calls"], "calls_per_accepted": ref["calls_per_accepted"],
-                     "wrong": sum(o in present[i] for i, o in ref["records"]),
-                     "seconds": time.perf_counter() - t})
-        for per in ("caption", "image"):
-            out = tmp / f"p1_{per}.jsonl"
-            t = time.perf_counter()
-            run_p1(capf, out, instances=instf, propose_per=per, progress=False, seed=args.seed)
-            s = run_stats([out])
-            recs = read_records(out)
-            rows.append({"flow": f"ours --propose-per {per}", "captions": ref["captions"],
-                         "accepted": s["outcomes"].get("accepted", 0), "calls": s["calls_total"],
-                         "calls_per_accepted": s["calls_per_accepted"],
-                         "wrong": sum(r.object in present[r.image_id] for r in recs),
-                         "seconds": time.perf_counter() - t})
-    for r in rows:
-        r["ratio_vs_reference"] = r["calls_per_accepted"] / rows[0]["calls_per_accepted"]
-    print_table(rows, ["flow", "captions", "accepted", "calls", "calls_per_accepted",
-                       "ratio_vs_reference", "wrong", "seconds"])
-    ratio = rows[-1]["ratio_vs_reference"]
-    print(f"\nmodel calls per accepted P1 caption, ours (default) / reference: {ratio:.3f}x "
-          f"(target <= 0.7x) -> {'PASS' if ratio <= 0.7 else 'FAIL'}")
-    write_json(args.out, {"benchmark": "generate_calls", "images": args.images, "rows": rows,
-                          "ratio": ratio, "target": 0.7, "pass": ratio <= 0.7})
+
+        def ref_run() -> dict:
+            ref = reference_flow(capf, instf)
+            return {"captions": ref["captions"], "accepted": ref["accepted"], "calls": ref["calls"],
+                    "calls_per_accepted": ref["calls_per_accepted"],
+                    "wrong": sum(o in present[i] for i, o in ref["records"])}
+
+        bench.measure([
+            Arm("reference", ref_run, "propose+verify+rewrite each caption, no cache"),
+            Arm("ours-caption", lambda: ours_flow(capf, instf, tmp / "p1_caption.jsonl", "caption",
+                                                  args.seed, present), "ours --propose-per caption"),
+            Arm("ours-image", lambda: ours_flow(capf, instf, tmp / "p1_image.jsonl", "image",
+                                                args.seed, present), "ours --propose-per image (default)"),
+        ])
+    bench.conclude()
+    for name in ("ours-caption", "ours-image"):
+        bench.ratio(f"calls per accepted caption, {name} / reference", name, "reference",
+                    key="calls_per_accepted")
+    r = bench.ratios[-1]
+    bench.target("model calls per accepted P1 caption, ours (default) / reference", r["median_ratio"],
+                 "<=", 0.7, note="deterministic count")
+    bench.set_headline("model calls per accepted caption, ours / reference", r["median_ratio"],
+                       r["paired_min"], r["paired_max"], "x")
+    bench.write(args.out, columns=["accepted", "calls", "calls_per_accepted", "wrong"],
+                config={"images": args.images, "seed": args.seed, "backend": "rules"})
     return 0
 
 

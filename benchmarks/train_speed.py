@@ -6,15 +6,24 @@ once (the vision tower is frozen, so that is exact) and pads captions to the lon
 batch. Same model (random ViT-B/32-sized CLIP), same negated COCO-length captions, same
 batch, same optimizer (AdamW over the same trainable parameters).
 
-Each variant runs in its own child process (so its peak memory is its own); the parent runs
-them one after the other and prints ms/step, the ratio and peak RSS. The reference is timed
-on pixels already decoded and transformed (conservative: the released DataLoader would also
-decode the JPEGs every epoch); that decode cost is measured and printed separately.
+Each run of a variant is its own child process (so its peak memory is its own: build the
+model, one warm-up step, --steps timed steps, median ms/step); ``_harness`` runs the variants
+interleaved (A B A B ..., --runs each) and reports median [min-max] ms/step over runs, the
+ratio, the achieved fraction of the float32 matmul peak and the load average. The reference
+is timed on pixels already decoded and transformed (conservative: the released DataLoader
+would also decode the JPEGs every epoch); that decode cost is printed separately.
 
-    python benchmarks/train_speed.py --batch 32 --steps 4 --threads 1
-        # -> benchmarks/results/train_speed.json
+FLOPs per step (counted by hooks from the shapes each forward runs): the vision tower's
+forward (frozen: no backward) for the reference; the text tower's forward at the padded
+length plus its backward, counted as twice the forward (activation and weight gradients);
+the optimizer's elementwise update is left out.
 
-Target: ratio >= 5x on CPU.
+    python benchmarks/train_speed.py                    # -> benchmarks/results/train_speed.json
+    python benchmarks/train_speed.py --batch 32 --steps 3 --runs 5 --threads 2
+
+The ratio is bounded by the work each step does (the reference's vision forward and 77-token
+text tower against ours' text tower at the batch's longest caption); it is reported with the
+fraction of peak of each variant beside it.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Arm, Bench, add_protocol_args  # noqa: E402
 
 SUBJECTS = ["a man", "a woman", "two children", "a dog", "a cat", "a group of people", "a young boy",
             "an old woman", "a brown horse", "a small bird"]
@@ -72,21 +82,23 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(mode: str, batch: int, steps: int, threads: int, device: str, workdir: Path) -> dict:
+def child(mode: str, batch: int, steps: int, threads: int, device: str, workdir: Path,
+          quick: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
 
     from negationclip.models import (bundle_from_config, image_features, open_image, text_features,
-                                     vit_b32_config)
+                                     tiny_clip_config, vit_b32_config)
     from negationclip.train.config import TrainConfig
     from negationclip.train.data import Example, TokenTable
     from negationclip.train.distributed import DistInfo
     from negationclip.train.loop import _Data, _Trainer, make_optimizer
     from negationclip.train.trainable import configure_trainable, trainable_parameters
+    from _harness import FlopCounter
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    bundle = bundle_from_config(vit_b32_config(), seed=0).to(dev)
+    bundle = bundle_from_config(tiny_clip_config() if quick else vit_b32_config(), seed=0).to(dev)
     configure_trainable(bundle.model)
     model = bundle.model
     params = [p for _, p in trainable_parameters(model)]
@@ -136,7 +148,10 @@ def child(mode: str, batch: int, steps: int, threads: int, device: str, workdir:
             opt.step()
             return value
 
-    step()  # warm-up
+    counter = FlopCounter(model, backward_text=True)
+    step()  # warm-up, FLOPs counted
+    flops = counter.flops
+    counter.close()
     times = []
     for _ in range(steps):
         if dev.type == "cuda":
@@ -147,7 +162,7 @@ def child(mode: str, batch: int, steps: int, threads: int, device: str, workdir:
             torch.cuda.synchronize(dev)
         times.append((time.perf_counter() - t0) * 1000)
     times.sort()
-    out = {"mode": mode, "ms_per_step": times[len(times) // 2], "ms_all": times,
+    out = {"mode": mode, "ms_per_step": times[len(times) // 2], "ms_all": times, "flops": flops,
            "peak_rss_mb": rss_mb(), "rss_before_steps_mb": base_rss,
            "decode_transform_ms_per_batch": decode_ms, "one_off_image_pass_ms": setup_ms,
            "text_tokens_per_caption": (77 if mode == "reference" else
@@ -157,55 +172,62 @@ def child(mode: str, batch: int, steps: int, threads: int, device: str, workdir:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_child(mode: str, args, workdir: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--workdir", workdir, "--batch", str(args.batch),
+           "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device]
+    if args.quick:
+        cmd.append("--quick")
+    env = dict(os.environ, NEGATIONCLIP_NO_PROGRESS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        sys.exit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(line[len("RESULT "):])
+    out.pop("ms_all")
+    out.pop("mode")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32, help="captions per step")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per variant (after 1 warm-up)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1 on a shared machine: threads contending with other "
-                         "jobs measure noise, not the method)")
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per child run (after 1 warm-up step)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "train_speed.json"),
-                    help="where to write the JSON result")
+    ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/train_speed.json)")
     ap.add_argument("--child", choices=["reference", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    add_protocol_args(ap)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.batch, args.steps, args.runs = 4, 1, 1
     if args.child:
         print("RESULT " + json.dumps(child(args.child, args.batch, args.steps, args.threads,
-                                           args.device, Path(args.workdir))))
-        return
+                                           args.device, Path(args.workdir), args.quick)))
+        return 0
 
-    from _common import print_table, write_json
-
+    # each child run warms itself up (one untimed step), so no harness warm-up round
+    bench = Bench("train_speed", threads=args.threads, runs=args.runs, warmup=0, quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         fabricate_images(Path(tmp), args.batch)
-        results = {}
-        for mode in ("reference", "ours"):
-            cmd = [sys.executable, __file__, "--child", mode, "--workdir", tmp,
-                   "--batch", str(args.batch), "--steps", str(args.steps),
-                   "--threads", str(args.threads), "--device", args.device]
-            env = dict(os.environ, NEGATIONCLIP_NO_PROGRESS="1")
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if proc.returncode != 0 or line is None:
-                sys.exit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
-            results[mode] = json.loads(line[len("RESULT "):])
-    ref, ours = results["reference"], results["ours"]
-    ratio = ref["ms_per_step"] / ours["ms_per_step"]
-    rows = [{"variant": "reference (vision tower every step, pad 77)", **ref},
-            {"variant": "negationclip (cached image emb., dynamic pad)", **ours}]
-    cols = ["variant", "ms_per_step", "text_tokens_per_caption", "peak_rss_mb"]
-    if args.device.startswith("cuda"):
-        cols.append("peak_cuda_mb")
-    print_table(rows, cols)
-    print(f"speed-up: {ratio:.2f}x (target >= 5x); reference decode+transform of a batch's JPEGs "
-          f"(not timed above): {ref['decode_transform_ms_per_batch']:.0f} ms; one-off image pass "
-          f"of ours: {ours['one_off_image_pass_ms']:.0f} ms per {args.batch} images")
-    write_json(args.out, {"benchmark": "train_speed", "model": "random ViT-B/32-sized CLIPModel",
-                          "batch": args.batch, "steps": args.steps, "device": args.device,
-                          "reference": ref, "ours": ours, "ratio": ratio, "target_ratio": 5.0})
+        bench.measure([
+            Arm("reference", lambda: run_child("reference", args, tmp),
+                "vision tower every step, pad 77", seconds_key="ms_per_step"),
+            Arm("ours", lambda: run_child("ours", args, tmp),
+                "cached image embeddings, dynamic padding (negationclip)", seconds_key="ms_per_step"),
+        ])
+    bench.conclude()
+    r = bench.ratio("step speed-up (reference / ours)", "reference", "ours", key="ms_per_step")
+    bench.set_headline("fine-tuning step speed-up", r["median_ratio"], r["paired_min"], r["paired_max"], "x")
+    ref, ours = bench.arms["reference"], bench.arms["ours"]
+    cols = ["text_tokens_per_caption", "peak_rss_mb"] + (["peak_cuda_mb"] if args.device.startswith("cuda") else [])
+    bench.write(args.out, columns=cols,
+                config={"batch": args.batch, "steps": args.steps, "device": args.device,
+                        "model": "tiny" if args.quick else "random ViT-B/32-sized CLIPModel"})
+    print(f"reference decode+transform of a batch's JPEGs (not timed above): "
+          f"{ref['decode_transform_ms_per_batch']['median']:.0f} ms; one-off image pass of ours: "
+          f"{ours['one_off_image_pass_ms']['median']:.0f} ms per {args.batch} images")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
