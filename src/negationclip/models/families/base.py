@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 
 
 class Family:
@@ -68,6 +67,3 @@ class Family:
                 f"text {t.num_hidden_layers}x{t.hidden_size}, ctx {t.max_position_embeddings}; "
                 f"embed {self.embed_dim(model)})")
 
-
-def normalize_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return F.normalize(a, dim=-1), F.normalize(b, dim=-1)

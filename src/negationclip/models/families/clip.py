@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from . import register
 from .base import Family
 
@@ -54,4 +52,4 @@ class ClipFamily(Family):
 
 
 CLIP = register(ClipFamily())
-__all__ = ["CLIP", "ClipFamily", "torch"]
+__all__ = ["CLIP", "ClipFamily"]

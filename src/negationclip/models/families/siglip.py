@@ -171,12 +171,6 @@ class SiglipFamily(Family):
         bundle.tokenizer.save_pretrained(folder)
         bundle.transform.save_pretrained(folder)
 
-    def describe(self, model) -> str:
-        t, v = model.config.text_config, model.config.vision_config
-        return (f"{self.name} (vision {v.num_hidden_layers}x{v.hidden_size}, patch {v.patch_size}; "
-                f"text {t.num_hidden_layers}x{t.hidden_size}, ctx {t.max_position_embeddings}; "
-                f"embed {self.embed_dim(model)})")
-
 
 class Siglip2Family(SiglipFamily):
     name = "siglip2"
