@@ -228,7 +228,8 @@ def text_tower_changed(a, b) -> float:
 
 # --- charts ----------------------------------------------------------------------------------
 
-def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None = None) -> Path:
+def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None = None,
+                  title: str | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -250,8 +251,8 @@ def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None =
                   fontsize=7)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("fraction (test split)")
-    ax.set_title("NegWorld test set: before and after NegationCLIP fine-tuning" +
-                 (" (ablation)" if ablation else ""))
+    ax.set_title(title or ("NegWorld test set: before and after NegationCLIP fine-tuning" +
+                           (" (ablation)" if ablation else "")))
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -56,3 +56,16 @@ def test_one_siglip_finetune_changes_only_the_text_tower(dataset, tmp_path):
     # the best model saves in SigLIP's own layout and reloads as SigLIP
     again = load_clip(res.best_dir)
     assert again.family.name == "siglip"
+
+
+def test_methods_written_for_clip_refuse_a_siglip_model(dataset, tmp_path):
+    import pytest
+
+    from negationclip.models import load_clip
+    from negationclip.utils import NegationClipError
+
+    root, recs = dataset
+    b = load_clip(make_siglip(tmp_path / "siglip"))
+    cfg = TrainConfig(epochs=1, batch_size=4, method="conclip", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(NegationClipError, match="not available for a siglip model; methods for it: negationclip"):
+        finetune(b, recs, cfg, tmp_path / "run", image_root=root / "images", verbose=False)

@@ -14,6 +14,8 @@ from ..utils.errors import NegationClipError
 from ..utils.paths import os_error
 from ._base import ArgumentParser, UsageError, _Formatter
 from .apps import _add_segment, _add_segment_eval, _add_t2i
+from .ceiling import _add_ceiling
+from .compare import _add_compare
 from .demo import _add_demo
 from .evaluate import _add_build_negrefcocog, _add_eval
 from .explore import _add_explore
@@ -22,8 +24,9 @@ from .models import _add_convert, _add_encode
 from .train import _add_train
 from .world import _add_world
 
-_COMMANDS = [_add_demo, _add_convert, _add_encode, _add_world, _add_generate, _add_eval, _add_build_negrefcocog,
-             _add_train, _add_t2i, _add_segment, _add_segment_eval, _add_explore]
+_COMMANDS = [_add_demo, _add_compare, _add_convert, _add_encode, _add_world, _add_generate, _add_eval,
+             _add_build_negrefcocog, _add_train, _add_t2i, _add_segment, _add_segment_eval,
+             _add_explore, _add_ceiling]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,11 +8,14 @@ from ._types import device, nonneg_float, nonneg_int, positive_float, positive_i
 # --- train (fine-tuning) ------------------------------------------------------------------
 
 def _add_train(sub) -> None:
-    from ..train.config import HARD_NEGATIVES, MIXES, PRECISIONS, SCHEDULES, SPLITS, TrainConfig
+    from ..train.config import (HARD_NEGATIVES, METHOD_NAMES, MIXES, PRECISIONS, SCHEDULES, SPLITS,
+                                TrainConfig)
 
     d = TrainConfig()
-    p = _parser(sub, "train", "fine-tune a CLIP text encoder on negation-inclusive captions",
-                "NegationCLIP fine-tuning: only the text encoder learns (vision tower, visual "
+    p = _parser(sub, "train", "fine-tune a CLIP on negation data with one of the field's methods",
+                "Fine-tuning with one of the field's negation methods (--method: negationclip, "
+                "conclip, negbench, tng, omni; each as its released code, with its recipe as the "
+                "default). The default, NegationCLIP: only the text encoder learns (vision tower, visual "
                 "projection and final text layer norm frozen, as in the released script), with "
                 "CLIP's contrastive loss. Each image is encoded once through the frozen vision "
                 "tower into the shared image-embedding cache (exact, and reused by later runs and "
@@ -31,6 +34,12 @@ def _add_train(sub) -> None:
                 "      --out runs/hn --hard-negatives affirmed --mine-negative-images \\\n"
                 "      --hard-negative-margin 0.1 --lr 1e-5\n"
                 "  negationclip train ... --out runs/negclip --resume      # continue a killed run\n"
+                "  negationclip train --method conclip --model world/base \\\n"
+                "      --data p1+scene-negatives.jsonl --images world/images --out runs/conclip\n"
+                "  negationclip train --method tng --model world/base --data world/captions_train.json \\\n"
+                "      --instances world/instances_train.json --images world/images --out runs/tng\n"
+                "  negationclip train --method negbench --train-vision none ...  # text-only NegBench\n"
+                "  negationclip train --method tng --method-option image_labels=released ...\n"
                 "  torchrun --nproc-per-node 4 -m negationclip.cli train ... # 4 GPUs, global batch")
     g = p.add_argument_group("inputs and outputs")
     g.add_argument("--model", required=True,
@@ -55,15 +64,39 @@ def _add_train(sub) -> None:
                    help="also write OUT/best_openai.pt, an OpenAI-style state dict")
     g.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="image-embedding cache (default: $NEGATIONCLIP_CACHE or ~/.cache/negationclip)")
-    g = p.add_argument_group("optimisation (defaults: the released recipe)")
-    g.add_argument("--epochs", type=positive_int, default=d.epochs, help="passes over the training captions")
+    g = p.add_argument_group(
+        "method (the field's objectives, each as released; see README 'Fine-tuning')")
+    g.add_argument("--method", choices=METHOD_NAMES, default="negationclip",
+                   help="negationclip: CLIP loss on negated captions, text tower (the paper); "
+                        "conclip: CoN-CLIP's three-way loss with affirmed twins and distractor "
+                        "images; negbench: CLIP loss + multiple-choice CE, both towers; tng: "
+                        "TNG-CLIP, negations written per batch from nearest-image nouns; omni: "
+                        "Omni-NegCLIP, front text layers, absence CE + presence hinge. Options "
+                        "left unset take the method's released recipe")
+    g.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method's own knob (repeat), e.g. mcq_weight=0.05 (negbench), "
+                        "image_labels=released (tng), presence_weight=0 (omni)")
+    g.add_argument("--train-vision", default=None, metavar="none|last-K|all",
+                   help="what of the vision tower learns (default: the method's released setting: "
+                        "all for negbench, none otherwise); when it learns, images are encoded "
+                        "every step instead of read from the embedding cache")
+    g.add_argument("--instances", action="append", default=[], metavar="FILE",
+                   help="COCO-format instances of the training images (repeat): the objects each "
+                        "image shows (tng: nouns to negate; omni: presence negations)")
+    g = p.add_argument_group("optimisation (defaults: the method's released recipe)")
+    g.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"passes over the training captions (negationclip: {d.epochs})")
     g.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
-    g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
-                   help="global batch (all processes together); the contrastive negatives")
-    g.add_argument("--lr", type=positive_float, default=d.lr, help="AdamW learning rate")
-    g.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay, help="AdamW weight decay")
-    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="lr after warm-up")
-    g.add_argument("--warmup-steps", type=nonneg_int, default=d.warmup_steps, help="linear lr warm-up steps")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help="global batch (all processes together); the contrastive negatives "
+                        f"(negationclip: {d.batch_size})")
+    g.add_argument("--lr", type=positive_float, default=None, help=f"AdamW learning rate (negationclip: {d.lr})")
+    g.add_argument("--weight-decay", type=nonneg_float, default=None,
+                   help=f"AdamW weight decay (negationclip: {d.weight_decay})")
+    g.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help=f"lr after warm-up (negationclip: {d.schedule})")
+    g.add_argument("--warmup-steps", type=nonneg_int, default=None,
+                   help=f"linear lr warm-up steps (negationclip: {d.warmup_steps})")
     g.add_argument("--grad-accum", type=positive_int, default=d.grad_accum,
                    help="batches per optimizer step (negatives stay within each batch)")
     g.add_argument("--max-grad-norm", type=positive_float, default=None, help="clip gradients to this norm")
@@ -118,17 +151,32 @@ def _add_train(sub) -> None:
 def _cmd_train(args) -> int:
     import json
 
-    from ..train import TrainConfig, finetune
+    from ..train import finetune
+    from ..train.methods import recipe_config
+    from ..utils import NegationClipError
     from ..utils.paths import check_output
 
     check_output(args.out, kind="dir", resume=args.resume)
 
-    cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        schedule=args.schedule, warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
-        max_grad_norm=args.max_grad_norm, max_steps=args.max_steps,
-        train_logit_scale=not args.freeze_logit_scale,
-        freeze_final_layer_norm=not args.train_final_layer_norm, mix=args.mix,
+    opts = {}
+    for kv in args.method_option:
+        if "=" not in kv:
+            raise NegationClipError(f"--method-option {kv!r}: expected KEY=VALUE")
+        k, v = kv.split("=", 1)
+        opts[k.strip()] = v.strip()
+    # what the user set wins; the rest is the method's released recipe, then TrainConfig's
+    given = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                    weight_decay=args.weight_decay, schedule=args.schedule,
+                                    warmup_steps=args.warmup_steps, max_steps=args.max_steps
+                                    ).items() if v is not None}
+    if args.freeze_logit_scale:
+        given["train_logit_scale"] = False
+    if args.train_final_layer_norm:
+        given["freeze_final_layer_norm"] = False
+    cfg = recipe_config(
+        args.method, **given, method_options=opts, train_vision=args.train_vision,
+        instances=list(args.instances), grad_accum=args.grad_accum,
+        max_grad_norm=args.max_grad_norm, mix=args.mix,
         original_ratio=args.original_ratio, hard_negatives=args.hard_negatives,
         hard_negative_margin=args.hard_negative_margin,
         hard_negative_weight=args.hard_negative_weight,

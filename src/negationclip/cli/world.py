@@ -30,12 +30,16 @@ def _add_world_build(wsub) -> None:
                 "Render --images scenes (deterministic from --seed) and write, under --out: "
                 "images/*.png, COCO captions_{split}.json and instances_{split}.json, VQAv2 "
                 "vqa_questions_{split}.json + vqa_annotations_{split}.json, negref.json (NegRefCOCOg format), valse_existence.json (VALSE "
-                "format), negation_pairs.json (balanced negated retrieval), scenes.json (ground "
-                "truth) and manifest.json. Splits are by image; negref/valse/negation pairs use "
-                "test images only. The folder appears only when complete.",
+                "format), negation_pairs.json (balanced negated retrieval), the field's benchmark "
+                "files in their released formats (negbench_mcq.csv, negbench_retrieval.csv, "
+                "negbench_negated_retrieval.csv, ccneg.jsonl, sugarcrepe/<subset>.json; "
+                "ccneg.pt with --ccneg-pt), scenes.json (ground truth) and manifest.json. Splits "
+                "are by image; every benchmark file uses test images only. The folder appears "
+                "only when complete.",
                 "examples:\n"
                 "  negationclip world build --out runs/negworld --images 2000 --seed 0\n"
-                "  negationclip world build --out runs/nw128 --images 500 --size 128 --overwrite")
+                "  negationclip world build --out runs/nw128 --images 500 --size 128 --overwrite\n"
+                "  negationclip world build --out runs/negworld --ccneg-pt   # + CoN-CLIP's .pt layout")
     p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
     p.add_argument("--images", type=positive_int, default=1000, help="number of scenes to render")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed: same seed, same bytes")
@@ -51,6 +55,9 @@ def _add_world_build(wsub) -> None:
                    help="negation pairs made from each test scene with at least two objects")
     p.add_argument("--heldout-fraction", type=probability, default=0.35,
                    help="share of negation pairs phrased with a held-out cue (\"but not\", \"lacking\", ...)")
+    p.add_argument("--ccneg-pt", action="store_true",
+                   help="also write ccneg.pt, CC-Neg in CoN-CLIP's torch layout (image_paths + "
+                        "annotations; adds torch's import time to the build)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NegWorld export at --out")
     p.set_defaults(func=_cmd_world_build)
 
@@ -69,7 +76,8 @@ def _cmd_world_build(args) -> int:
                       questions_per_image=args.questions_per_image,
                       split_fractions={"train": 1 - args.val_fraction - args.test_fraction,
                                        "val": args.val_fraction, "test": args.test_fraction},
-                      pairs_per_scene=args.pairs_per_scene, heldout_fraction=args.heldout_fraction)
+                      pairs_per_scene=args.pairs_per_scene, heldout_fraction=args.heldout_fraction,
+                      ccneg_pt=args.ccneg_pt)
     manifest = build_world(args.out, cfg, overwrite=args.overwrite)
     print(json.dumps(manifest["counts"], indent=2))
     print(f"wrote NegWorld export to {args.out}")

@@ -72,6 +72,11 @@ def load_state(out_dir: str | Path, *, model: torch.nn.Module, optimizer, schedu
 
     folder = Path(out_dir) / STATE
     meta = load_json(folder / "state.json")
+    was = (meta.get("config") or {}).get("method", "negationclip")
+    now = (expect.get("config") or {}).get("method", "negationclip")
+    if was != now:
+        raise NegationClipError(f"{folder}: cannot resume: the run was trained with method {was!r}, "
+                                f"not {now!r}; resume with --method {was} or start a fresh --out")
     mine = {n: list(p.shape) for n, p in model.named_parameters() if p.requires_grad}
     theirs = meta.get("trainable", {})
     if mine != theirs:

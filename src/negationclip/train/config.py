@@ -13,6 +13,7 @@ HARD_NEGATIVES = ("none", "original", "affirmed", "both")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SPLITS = ("image", "caption")
+METHOD_NAMES = ("negationclip", "conclip", "negbench", "tng", "omni")  # train/methods/ registry
 
 
 @dataclass
@@ -62,6 +63,11 @@ class TrainConfig:
     image_batch_size: int = 64       # batch size of the one-off image-embedding pass
     cache_dir: str | None = None     # image-embedding cache; default <out_dir>/../image_cache
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes stored with the run
+    # training method (train/methods/): objective, its options, what of the vision tower learns
+    method: str = "negationclip"     # negationclip | conclip | negbench | tng | omni
+    method_options: dict[str, Any] = field(default_factory=dict)  # the method's own knobs
+    train_vision: str | None = None  # none | all | last-K; None: the method's released setting
+    instances: list[str] = field(default_factory=list)  # COCO instances (objects in images)
 
     def validate(self) -> "TrainConfig":
         def bad(msg: str):
@@ -106,6 +112,13 @@ class TrainConfig:
             bad(f"eval_every_steps must be >= 1, got {self.eval_every_steps}")
         if self.weight_decay < 0:
             bad(f"weight_decay must be >= 0, got {self.weight_decay}")
+        from .methods import METHODS
+        from .methods.base import parse_train_vision
+        if self.method not in METHODS:
+            bad(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        METHODS[self.method]().resolve_options(self.method_options)
+        if self.train_vision is not None:
+            parse_train_vision(self.train_vision)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Layouts read (all give the same ``CaptionRecord``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import Counter
@@ -36,6 +37,7 @@ class CaptionRecord:
     pipeline: str | None = None
     negative_image: str | None = None  # optional: an image where the negated thing IS present
     where: str = ""                 # "file:line" for messages
+    present_objects: list[str] | None = None  # optional: objects shown in the image (methods/omni)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Example:
     hard_image: str | None = None
     where: str = ""
     object: str | None = None       # the negated object (P1), for mining hard-negative images
+    aux: dict = field(default_factory=dict)  # a training method's own per-row data (methods/)
 
 
 @dataclass
@@ -66,6 +69,12 @@ class ReadReport:
 def _text(v) -> str | None:
     if isinstance(v, str) and v.strip():
         return v.strip()
+    return None
+
+
+def _names(v) -> list[str] | None:
+    if isinstance(v, list) and all(isinstance(x, str) for x in v) and v:
+        return list(v)
     return None
 
 
@@ -89,7 +98,8 @@ def _from_generation(path: Path, rows: Iterable[tuple[int, dict]], report: ReadR
             image=image, negated=negated, original=original, affirmed=_text(r.get("affirmed")),
             id=str(r.get("id", r.get("caption_id", line))), image_id=r.get("image_id"),
             object=r.get("object"), pipeline=r.get("pipeline"),
-            negative_image=r.get("negative_image") or None, where=where))
+            negative_image=r.get("negative_image") or None, where=where,
+            present_objects=_names(r.get("present_objects"))))
 
 
 def _from_coco(path: Path, data: dict, report: ReadReport) -> None:
@@ -300,8 +310,7 @@ def mine_negative_images(rows: Sequence[Example], originals: dict[str, list[str]
             cands = rng.sample(cands, pool)
         mine = _content(e.text) - _content(obj)
         cands.sort(key=lambda k: (-len(mine & words[k]), k))
-        out.append(Example(e.image, e.text, e.kind, e.hard_texts, rng.choice(cands[:top]), e.where,
-                           e.object))
+        out.append(dataclasses.replace(e, hard_image=rng.choice(cands[:top])))
         n += 1
     return out, n
 
@@ -311,32 +320,46 @@ class TokenTable:
 
     The rows are built exactly as ``ClipTokenizer.__call__`` builds them (SOT, ids truncated to
     context - 2, EOT; padding id = EOT), so a batch equals ``tokenizer(texts)``; only the slow
-    part (text cleaning + BPE) is done once instead of every epoch.
+    part (text cleaning + BPE) is done once instead of every epoch. A tokenizer with
+    ``fixed_padding`` (SigLIP: the model pools a fixed position, so dynamic padding would not
+    be exact) gives its own full-length rows and masks, stacked as they are.
     """
 
     def __init__(self, tokenizer, texts: Iterable[str]):
         self.pad_id = int(tokenizer.pad_token_id)
-        self.fixed: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-        if getattr(tokenizer, "fixed_padding", False):
-            # families that pool a fixed position (SigLIP): rows padded to the context length
-            # by the tokenizer itself; dynamic padding would not be exact there
-            uniq = list(dict.fromkeys(texts))
-            tb = tokenizer(uniq) if uniq else None
-            self.fixed = {t: (tb.input_ids[i], tb.attention_mask[i]) for i, t in enumerate(uniq)}
-            self.rows = {}
-            return
-        ctx = int(tokenizer.context_length)
-        sot, eot = int(tokenizer.sot_token_id), int(tokenizer.eot_token_id)
+        self._tok = tokenizer
+        self.fixed_padding = bool(getattr(tokenizer, "fixed_padding", False))
         self.rows: dict[str, list[int]] = {}
+        self._fixed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        texts = list(dict.fromkeys(texts))
+        if self.fixed_padding and texts:
+            tb = tokenizer(texts)
+            self._fixed = {t: (tb.input_ids[i], tb.attention_mask[i]) for i, t in enumerate(texts)}
+            self.rows = {t: tb.input_ids[i].tolist() for i, t in enumerate(texts)}
+            return
         for t in texts:
-            if t not in self.rows:
-                self.rows[t] = [sot, *tokenizer.encode(t)[: ctx - 2], eot]
+            self.row(t)
+
+    def row(self, text: str) -> list[int]:
+        """The ids of ``text``, tokenised on first use (methods that write texts during training)."""
+        r = self.rows.get(text)
+        if r is None:
+            tok = self._tok
+            if self.fixed_padding:
+                tb = tok([text])
+                self._fixed[text] = (tb.input_ids[0], tb.attention_mask[0])
+                r = self.rows[text] = tb.input_ids[0].tolist()
+            else:
+                r = self.rows[text] = [int(tok.sot_token_id),
+                                       *tok.encode(text)[: int(tok.context_length) - 2],
+                                       int(tok.eot_token_id)]
+        return r
 
     def batch(self, texts: Sequence[str], pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.fixed is not None:
-            return (torch.stack([self.fixed[t][0] for t in texts]),
-                    torch.stack([self.fixed[t][1] for t in texts]))
-        rows = [self.rows[t] for t in texts]
+        rows = [self.row(t) for t in texts]
+        if self.fixed_padding:
+            return (torch.stack([self._fixed[t][0] for t in texts]),
+                    torch.stack([self._fixed[t][1] for t in texts]))
         width = pad_to or max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

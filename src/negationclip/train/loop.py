@@ -10,6 +10,7 @@ global batch, so N processes give the same weights as one process on the same ba
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import os
@@ -26,11 +27,14 @@ from ..utils.paths import check_output
 from . import checkpoint as ckpt
 from . import distributed as D
 from .config import TrainConfig
-from .data import (CaptionRecord, Example, ReadReport, TokenTable, build_examples, coerce_records,
+from .data import (CaptionRecord, Example, ReadReport, TokenTable, coerce_records,
                    epoch_batches, mine_negative_images, originals_by_image, read_records, shard,
                    split_examples)
-from .loss import hard_negative_hinge, loss_value
-from .trainable import configure_trainable, trainable_parameters
+from .loss import loss_value
+from .methods import get_method, method_names
+from .methods.base import Method, StepContext, scaled_logit_scale
+from .trainable import configure_method_trainable, trainable_parameters
+from .vision import LiveVision
 
 
 @dataclass
@@ -126,13 +130,14 @@ def _records(records, image_root) -> tuple[list[CaptionRecord], Counter]:
 
 
 def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
-             say: Callable[[str], None], cache, val_records=None) -> _Data:
+             say: Callable[[str], None], cache, val_records=None,
+             method: Method | None = None) -> _Data:
     from ..models import ImageEmbeddingCache, open_image
 
+    method = method or get_method(cfg.method, cfg.method_options)
     recs, skipped = _records(records, image_root)
-    examples, notes = build_examples(recs, image_root=image_root, mix=cfg.mix,
-                                     original_ratio=cfg.original_ratio,
-                                     hard_negatives=cfg.hard_negatives, seed=cfg.seed)
+    method.check_records(recs, cfg)  # a missing field fails here, before any work
+    examples, notes = method.build_rows(recs, image_root=image_root, cfg=cfg)
     for k, v in notes.items():
         say(f"note: {v} {k}")
     if not examples:
@@ -142,9 +147,7 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
     n_train_rows = len(examples)
     if val_records is not None:  # an explicit validation set instead of a random split
         vrecs, _ = _records(val_records, image_root)
-        vex, _ = build_examples(vrecs, image_root=image_root, mix=cfg.mix,
-                                original_ratio=cfg.original_ratio, hard_negatives="none",
-                                seed=cfg.seed)
+        vex, _ = method.build_rows(vrecs, image_root=image_root, cfg=cfg, validation=True)
         examples = examples + vex
     keys = list(dict.fromkeys([e.image for e in examples] +
                               [e.hard_image for e in examples if e.hard_image]))
@@ -171,7 +174,7 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
             n_bad_rows += 1
             continue
         if e.hard_image and e.hard_image not in ok_keys:
-            e = Example(e.image, e.text, e.kind, e.hard_texts, None, e.where)
+            e = dataclasses.replace(e, hard_image=None)
             n_bad_hard += 1
         (kept if j < n_train_rows else kept_val).append(e)
     if failed:
@@ -194,6 +197,13 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
                                               seed=cfg.seed)
         say(f"mined a hard-negative image (one showing the negated object) for {n_mined} of "
             f"{len(train)} training captions")
+    if method.requires_distractor(cfg):
+        n0 = len(train)
+        train = [e for e in train if e.hard_image]
+        if n0 - len(train):
+            skipped[f"training rows without a distractor image ({method.name})"] += n0 - len(train)
+            say(f"note: {n0 - len(train)} of {n0} training rows have no distractor image "
+                f"(negative_image) and are not used by {method.name}")
     if len(train) < 2:
         raise NegationClipError(f"training set too small: {len(train)} caption(s) after the "
                                 f"validation split of {len(kept)}; add data or lower val_fraction")
@@ -202,7 +212,7 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
     image_index = {k: i for i, k in enumerate(used)}
     pos = {k: i for i, k in enumerate(keys)}
     emb = res.embeddings[[pos[k] for k in used]].float()
-    texts = [e.text for e in kept] + [t for e in kept for t in e.hard_texts]
+    texts = [t for e in kept for t in method.row_texts(e)]
     tokens = TokenTable(bundle.tokenizer, texts)
     fp = {"n_train": len(train), "n_val": len(val),
           "train_hash": _hash([(e.image, e.text, e.hard_texts, e.hard_image) for e in train]),
@@ -219,56 +229,62 @@ def _hash(obj) -> str:
 
 class _Trainer:
     def __init__(self, bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo,
-                 device: torch.device):
+                 device: torch.device, method: Method | None = None, live_vision: str | None = None):
         self.b, self.d, self.cfg, self.info, self.device = bundle, data, cfg, info, device
         self.model = bundle.model
         self.emb = data.image_emb.to(device)
         self.precision, self.autocast = _autocast(device, cfg.precision)
-        # collectives must match across processes: decide once, from the whole training set
-        self.use_hard_texts = cfg.hard_negatives != "none"
-        self.use_hard_images = any(e.hard_image for e in data.train)
+        self.method = method = method or get_method(cfg.method, cfg.method_options)
+        method.setup(data.train, cfg)
+        # with a trained vision tower the cached embeddings go stale: encode every step
+        self.live_vision = bool(live_vision)
+        self.vision = (LiveVision(self.model, bundle.transform, device, live_vision,
+                                  len(data.image_index)) if live_vision else None)
+        self.step = 0
         fwd = functools.partial(_text_features, self.model)
         self.fwd = torch.compile(fwd, dynamic=True) if cfg.compile else fwd
 
-    def batch_loss(self, rows: Sequence[Example]) -> tuple[torch.Tensor, float]:
-        """(loss to backpropagate, true global loss value) for this process's rows of a global
-        batch; the first is ``world * loss`` under torch.distributed (see loss.py)."""
-        texts = [e.text for e in rows]
-        hard, owner = [], []
-        for i, e in enumerate(rows):
-            for t in e.hard_texts:
-                hard.append(t)
-                owner.append(i)
-        ids, mask = self.d.tokens.batch(texts + hard)
+    def _encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        if not texts:
+            return torch.zeros((0, self.b.embed_dim), device=self.device)
+        ids, mask = self.d.tokens.batch(list(texts))
         ids, mask = ids.to(self.device), mask.to(self.device)
         if self.autocast is not None:
             with self.autocast():
-                feats = self.fwd(ids, mask)
-        else:
-            feats = self.fwd(ids, mask)
-        feats = feats.float()
-        txt, hard_emb = feats[: len(texts)], feats[len(texts):]
-        img = self.emb[[self.d.image_index[e.image] for e in rows]]
-        hard_imgs = [self.d.image_index[e.hard_image] for e in rows if e.hard_image]
-        loss = self.b.family.loss(self.model, img, txt,
-                                  extra_text_emb=hard_emb if self.use_hard_texts else None,
-                                  extra_image_emb=self.emb[hard_imgs] if self.use_hard_images else None)
-        value = loss_value(loss)
-        margin = self.cfg.hard_negative_margin
-        if margin is not None:
-            hinge = torch.zeros((), device=self.device)
-            if self.use_hard_texts:  # image -> text: cos(img, negated) > cos(img, hard text)
-                owner_t = torch.tensor(owner, dtype=torch.long, device=self.device)
-                hinge = hinge + hard_negative_hinge(img, txt, hard_emb, owner_t, margin)
-            if self.use_hard_images:  # text -> image: cos(negated, img) > cos(negated, hard img)
-                owner_i = torch.tensor([i for i, e in enumerate(rows) if e.hard_image],
-                                       dtype=torch.long, device=self.device)
-                hinge = hinge + hard_negative_hinge(txt, img, self.emb[hard_imgs], owner_i, margin)
-            hinge = self.cfg.hard_negative_weight * hinge
-            loss = loss + hinge
-            # each process holds its own rows' share (times world): sum the shares
-            value += D.all_sum(float(hinge.detach()), self.info, self.device) / self.info.world
-        return loss, value
+                return self.fwd(ids, mask).float()
+        return self.fwd(ids, mask).float()
+
+    def _encode_images(self, keys: Sequence[str]) -> torch.Tensor:
+        if not keys:
+            return torch.zeros((0, self.b.embed_dim), device=self.device)
+        if self.autocast is not None:
+            with self.autocast():
+                return self.vision.encode(keys).float()
+        return self.vision.encode(keys).float()
+
+    def _cached(self, keys: Sequence[str]) -> torch.Tensor:
+        return self.emb[[self.d.image_index[k] for k in keys]]
+
+    def context(self) -> StepContext:
+        return StepContext(encode_text=self._encode_text, encode_images=self._encode_images,
+                           cached_image=None if self.live_vision else self._cached,
+                           logit_scale=scaled_logit_scale(self.model, self.info.world),
+                           raw_logit_scale=self.model.logit_scale.exp().float(),
+                           device=self.device, info=self.info, rank=self.info.rank,
+                           world=self.info.world, seed=self.cfg.seed, step=self.step,
+                           options=getattr(self.method, "opts", {}),
+                           pair_loss=functools.partial(self.b.family.loss, self.model))
+
+    def train_mode(self) -> None:
+        self.model.text_model.train()
+        if self.live_vision:
+            self.model.vision_model.train()
+
+    def batch_loss(self, rows: Sequence[Example]) -> tuple[torch.Tensor, float]:
+        """(loss to backpropagate, true global loss value) for the GLOBAL batch ``rows``; the
+        method encodes only this process's share; the first is ``world * loss`` under
+        torch.distributed (see loss.py)."""
+        return self.method.loss(self.context(), rows)
 
     @torch.no_grad()
     def validate(self) -> float | None:
@@ -286,15 +302,10 @@ class _Trainer:
         return total / n if n else None
 
     def _plain_loss(self, rows: Sequence[Example]) -> float:
-        ids, mask = self.d.tokens.batch([e.text for e in rows])
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        if self.autocast is not None:
-            with self.autocast():
-                txt = self.fwd(ids, mask)
-        else:
-            txt = self.fwd(ids, mask)
-        img = self.emb[[self.d.image_index[e.image] for e in rows]]
-        return loss_value(self.b.family.loss(self.model, img, txt.float()))
+        ctx = self.context()
+        txt = ctx.encode_text([e.text for e in rows])
+        img = ctx.local_image([e.image for e in rows])
+        return loss_value(ctx.pair_loss(img, txt))
 
 
 def _text_features(model, ids, mask):
@@ -330,20 +341,30 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
             say(f"note: nothing to resume in {out}; starting a new run")
         torch.manual_seed(cfg.seed)
         bundle = _load_bundle(model, device, inplace)
-        summary = configure_trainable(bundle.model, train_logit_scale=cfg.train_logit_scale,
-                                      freeze_final_layer_norm=cfg.freeze_final_layer_norm)
-        say(summary.describe())
-        data = _prepare(bundle, records, image_root, cfg, info, say, cache, val_records)
+        method = get_method(cfg.method, cfg.method_options)
+        if bundle.family.name not in method.families:
+            raise NegationClipError(
+                f"method {method.name!r} is defined with CLIP's contrastive loss and is not "
+                f"available for a {bundle.family.name} model; methods for it: "
+                + ", ".join(n for n in method_names() if bundle.family.name in get_method(n).families))
+        vision = cfg.train_vision or method.train_vision
+        summary = configure_method_trainable(bundle.model, method, cfg, vision)
+        say(f"method {method.name}: " + summary.describe())
+        data = _prepare(bundle, records, image_root, cfg, info, say, cache, val_records, method)
         say(f"{len(data.train)} training and {len(data.val)} validation captions, "
-            f"{len(data.image_index)} images (embedded once)")
-        return _run(bundle, data, cfg, info, device, out, resume, on_step, say, t0)
+            f"{len(data.image_index)} images "
+            + ("(encoded every step: the vision tower trains)" if vision != "none"
+               else "(embedded once)"))
+        return _run(bundle, data, cfg, info, device, out, resume, on_step, say, t0, method,
+                    None if vision == "none" else vision)
     finally:
         D.teardown(info)
 
 
 def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.device, out: Path,
-         resume: bool, on_step, say, t0: float) -> FinetuneResult:
-    tr = _Trainer(bundle, data, cfg, info, device)
+         resume: bool, on_step, say, t0: float, method: Method | None = None,
+         live_vision: str | None = None) -> FinetuneResult:
+    tr = _Trainer(bundle, data, cfg, info, device, method, live_vision)
     model = bundle.model
     params = [p for _, p in trainable_parameters(model)]
     opt = make_optimizer(params, cfg)
@@ -407,7 +428,7 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
                     "finetuned": {"step": step, "val_loss": v, "config": cfg.to_dict()}})
             D.barrier(info)
         say(f"step {step}: validation loss {v:.4f} (best {best_val:.4f} at step {best_step})")
-        model.text_model.train()
+        tr.train_mode()
 
     if step == 0 and initial_val is None and data.val:
         initial_val = tr.validate()
@@ -417,7 +438,7 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
 
     bar = progress(total=total, desc="fine-tune", unit="step", disable=None if info.is_main else True)
     bar.update(step)
-    model.text_model.train()
+    tr.train_mode()
     done = step >= total
     while not done and epoch < cfg.epochs:
         batches = epoch_batches(len(data.train), cfg.batch_size, epoch=epoch, seed=cfg.seed,
@@ -430,8 +451,9 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
             group = groups[group_pos]
             opt.zero_grad(set_to_none=True)
             value = 0.0
+            tr.step = step
             for b in group:
-                rows = [data.train[i] for i in shard(b, info.rank, info.world)]
+                rows = [data.train[i] for i in b]  # the global batch; the method shards it
                 loss, v = tr.batch_loss(rows)
                 loss = loss / len(group)
                 value += v / len(group)

@@ -25,8 +25,17 @@ class TrainableSummary:
     frozen: list[str]
     n_trainable: int
     n_frozen: int
+    train_vision: str = "none"
 
     def describe(self) -> str:
+        if self.train_vision != "none" or not any(n.startswith(TEXT) for n in self.trainable) or \
+                any(n.startswith(TEXT) for n in self.frozen if not n.startswith(FINAL_LN)):
+            vis = sum(n.startswith(FROZEN_ALWAYS) for n in self.trainable)
+            txt = sum(n.startswith(TEXT) for n in self.trainable)
+            return (f"trainable {self.n_trainable / 1e6:.2f}M parameters in {len(self.trainable)} "
+                    f"tensors ({txt} text, {vis} vision (--train-vision {self.train_vision})"
+                    f"{', logit scale' if 'logit_scale' in self.trainable else ''}); frozen "
+                    f"{self.n_frozen / 1e6:.2f}M in {len(self.frozen)} tensors")
         return (f"trainable {self.n_trainable / 1e6:.2f}M parameters in {len(self.trainable)} tensors "
                 f"(text encoder{', logit scale' if 'logit_scale' in self.trainable else ''}); "
                 f"frozen {self.n_frozen / 1e6:.2f}M (vision tower, visual projection"
@@ -76,6 +85,36 @@ def configure_trainable(model: torch.nn.Module, *, train_logit_scale: bool = Tru
             fr.append(n)
             n_fr += p.numel()
     return TrainableSummary(tr, fr, n_tr, n_fr)
+
+
+def configure_method_trainable(model: torch.nn.Module, method, cfg, train_vision: str = "none"
+                               ) -> TrainableSummary:
+    """Set ``requires_grad`` from a training method's text-side rule and ``train_vision``
+    (``none`` | ``all`` | ``last-K``); return what trains."""
+    from .methods.base import n_layers, vision_trainable
+
+    names = [n for n, _ in model.named_parameters()]
+    if not any(n.startswith("text_model.") for n in names) or not any(
+            n.startswith("vision_model.") for n in names):
+        raise NegationClipError(
+            f"expected a Hugging Face CLIPModel (text_model + vision_model), got "
+            f"{type(model).__name__}")
+    depth = n_layers(model, "vision")
+    tr, fr = [], []
+    n_tr = n_fr = 0
+    for n, p in model.named_parameters():
+        if n.startswith(FROZEN_ALWAYS):
+            on = vision_trainable(n, train_vision, depth)
+        else:
+            on = method.text_trainable(n, model, cfg)
+        p.requires_grad_(on)
+        if on:
+            tr.append(n)
+            n_tr += p.numel()
+        else:
+            fr.append(n)
+            n_fr += p.numel()
+    return TrainableSummary(tr, fr, n_tr, n_fr, train_vision)
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:

@@ -11,6 +11,12 @@ Layout (``manifest.json`` lists the same files)::
     negref.json                     NegRefCOCOg format (test scenes; ``image`` is a file name in images/)
     valse_existence.json            VALSE existence piece format (test scenes)
     negation_pairs.json             balanced negated retrieval (test; paths relative to the root)
+    negbench_mcq.csv                NegBench multiple choice (released CSV layout; test scenes)
+    negbench_retrieval.csv          NegBench retrieval: filepath, captions (a list literal)
+    negbench_negated_retrieval.csv  the same captions, each with a true "There is no N ..."
+    ccneg.jsonl                     CC-Neg items (image_path, json.caption, sop_data.negative-prompt)
+    ccneg.pt                        the same in CoN-CLIP's torch layout (only with ccneg_pt)
+    sugarcrepe/<subset>.json        SugarCREPE's 7 subsets ({id: {filename, caption, negative_caption}})
     scenes.json                     the scene graphs (ground truth of every image, foils included)
     manifest.json                   seed, config, counts, files
 
@@ -26,12 +32,13 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ...utils import NegationClipError, atomic_dir, load_json, progress
+from ...utils import JsonlWriter, NegationClipError, atomic_dir, load_json, progress, torch_bytes
 from .._common import need, write_json
 from ..coco import CocoAnnotation, CocoCaption, CocoImage, write_coco_captions, write_coco_instances
 from ..negref import NegRefItem, write_negref
 from ..valse import ValseItem, write_valse
 from ..vqa import VqaItem, write_vqa
+from . import field
 from .captions import captions as make_captions
 from .captions import noun_phrase, questions as make_questions
 from .phrasing import HELDOUT_PAIR_TEMPLATES, TRAIN_PAIR_TEMPLATES
@@ -263,6 +270,11 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
     negref: list[NegRefItem] = []
     valse: list[ValseItem] = []
     foils: list[Scene] = []
+    mcq: list[dict] = []
+    retrieval: list[dict] = []
+    negated_retrieval: list[dict] = []
+    ccneg: list[dict] = []
+    sugarcrepe: dict[str, list[tuple[str, str, str]]] = {k: [] for k in field.SUGARCREPE_SUBSETS}
     cap_id = ann_id = 0
     with atomic_dir(out) as tmp:
         img_dir = tmp / "images"
@@ -308,6 +320,17 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
                 v = _make_valse(scene, cfg, text_rng)
                 if v is not None:
                     valse.append(v)
+                # the field's benchmark formats, each from its own stream (adding one never
+                # changes another's records)
+                path = f"images/{scene.file_name}"
+                mcq.extend(field.negbench_mcq(scene, path, scene_rng(cfg.seed, idx, "negbench")))
+                retrieval.append(field.negbench_retrieval(path, texts))
+                negated_retrieval.append(field.negbench_negated_retrieval(
+                    scene, path, texts, scene_rng(cfg.seed, idx, "negbench-retrieval")))
+                ccneg.append(field.ccneg_record(scene, path, scene_rng(cfg.seed, idx, "ccneg")))
+                for name, (cap, neg) in field.sugarcrepe_items(
+                        scene, scene_rng(cfg.seed, idx, "sugarcrepe")).items():
+                    sugarcrepe[name].append((scene.file_name, cap, neg))
 
         files: dict = {"images": "images", "captions": {}, "instances": {}, "vqa_questions": {},
                        "vqa_annotations": {}}
@@ -330,6 +353,19 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
         write_negref(tmp / files["negref"], negref)
         write_valse(tmp / files["valse_existence"], valse)
         write_json(tmp / files["negation_pairs"], [asdict(p) for p in pairs], indent=1)
+        files.update(negbench_mcq="negbench_mcq.csv", negbench_retrieval="negbench_retrieval.csv",
+                     negbench_negated_retrieval="negbench_negated_retrieval.csv",
+                     ccneg="ccneg.jsonl")
+        field.write_csv(tmp / files["negbench_mcq"], field.MCQ_COLUMNS, mcq)
+        field.write_csv(tmp / files["negbench_retrieval"], field.RETRIEVAL_COLUMNS, retrieval)
+        field.write_csv(tmp / files["negbench_negated_retrieval"], field.RETRIEVAL_COLUMNS,
+                        negated_retrieval)
+        with JsonlWriter(tmp / files["ccneg"], append=False, fsync=False) as w:
+            w.write_many(ccneg)
+        if cfg.ccneg_pt:
+            files["ccneg_pt"] = "ccneg.pt"
+            (tmp / files["ccneg_pt"]).write_bytes(torch_bytes(field.ccneg_torch_layout(ccneg)))
+        files["sugarcrepe"] = field.write_sugarcrepe(tmp / "sugarcrepe", sugarcrepe)
         write_json(tmp / files["scenes"], {"format": FORMAT, "config": asdict(cfg),
                                            "scenes": [s.to_json() for s in scenes + foils]})
         counts = {"images": len(scenes), "foil_images": len(foils),
@@ -343,12 +379,20 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
                                                    for q in vqa[s])), 3),
                   "negref": len(negref), "valse_existence": len(valse),
                   "negation_pairs": len(pairs),
-                  "negation_pairs_heldout": sum(p.heldout_phrasing for p in pairs)}
+                  "negation_pairs_heldout": sum(p.heldout_phrasing for p in pairs),
+                  "negbench_mcq": len(mcq),
+                  "negbench_mcq_by_template": {t: sum(r["correct_answer_template"] == t for r in mcq)
+                                               for t in field.MCQ_TEMPLATES},
+                  "negbench_retrieval_images": len(retrieval),
+                  "ccneg": len(ccneg),
+                  "sugarcrepe": {k: len(v) for k, v in sugarcrepe.items()}}
         manifest = {"format": FORMAT, "seed": cfg.seed, "config": asdict(cfg), "counts": counts,
                     "files": files, "image_root": "images",
-                    "notes": "COCO/VQA files are per split; negref.json, valse_existence.json and "
-                             "negation_pairs.json hold test scenes only; foil images appear only "
-                             "in negation_pairs.json and scenes.json."}
+                    "notes": "COCO/VQA files are per split; negref.json, valse_existence.json, "
+                             "negation_pairs.json and the NegBench / CC-Neg / SugarCREPE files "
+                             "hold test scenes only; foil images appear only in "
+                             "negation_pairs.json and scenes.json. NegBench and CC-Neg paths are "
+                             "relative to this folder, SugarCREPE filenames to images/."}
         write_json(tmp / "manifest.json", manifest, indent=2)
     return manifest
 
@@ -371,10 +415,14 @@ class WorldExport:
         return cls(root=root, manifest=man)
 
     def _f(self, key: str, split: str | None = None) -> Path:
+        if key not in self.manifest["files"]:
+            raise NegationClipError(f"{self.root / 'manifest.json'}: this export has no {key!r} "
+                                    f"file (made by an older negationclip, or without the option "
+                                    f"that writes it); rebuild it with `negationclip world build`")
         v = self.manifest["files"][key]
         if split is not None:
             if split not in v:
-                raise NegationClipError(f"{self.root}: no split {split!r} (have {sorted(v)})")
+                raise NegationClipError(f"{self.root}: no {key} entry {split!r} (have {sorted(v)})")
             v = v[split]
         return self.root / v
 
@@ -406,6 +454,34 @@ class WorldExport:
     @property
     def scenes(self) -> Path:
         return self._f("scenes")
+
+    @property
+    def negbench_mcq(self) -> Path:
+        return self._f("negbench_mcq")
+
+    @property
+    def negbench_retrieval(self) -> Path:
+        return self._f("negbench_retrieval")
+
+    @property
+    def negbench_negated_retrieval(self) -> Path:
+        return self._f("negbench_negated_retrieval")
+
+    @property
+    def ccneg(self) -> Path:
+        """``ccneg.jsonl``; ``ccneg_pt`` is the torch file, when built with ``ccneg_pt``."""
+        return self._f("ccneg")
+
+    @property
+    def ccneg_pt(self) -> Path:
+        return self._f("ccneg_pt")
+
+    def sugarcrepe(self, subset: str) -> Path:
+        return self._f("sugarcrepe", subset)
+
+    @property
+    def sugarcrepe_dir(self) -> Path:
+        return self.sugarcrepe("add_obj").parent
 
 
 def load_scenes(path: str | os.PathLike) -> dict[str, Scene]:

@@ -29,6 +29,7 @@ class WorldConfig:
     negref_expand: float = 0.1  # each NegRef box grows by this fraction of its side on each side
     supersample: int = 2  # render at this factor and downsample (anti-aliasing)
     png_compress_level: int = 1
+    ccneg_pt: bool = False  # also write ccneg.pt (CoN-CLIP's torch layout; imports torch)
 
 
 @dataclass

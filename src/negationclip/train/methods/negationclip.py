@@ -1,0 +1,74 @@
+"""NegationCLIP (Park et al., ICCV 2025; released ``clip_finetune.py``): CLIP's symmetric InfoNCE
+between images and negation-inclusive captions, text tower only (final text layer norm frozen).
+
+This project's additions stay available: hard-negative texts (original / affirmed caption) in
+the image->text softmax, a negative image in the text->image softmax, and an optional hinge.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .. import distributed as D
+from ..data import Example, shard
+from ..loss import contrastive_loss, hard_negative_hinge, loss_value
+from .base import Method, StepContext
+
+
+class NegationClip(Method):
+    name = "negationclip"
+    families = ("clip", "siglip", "siglip2")  # its loss is the family's (ctx.pair_loss)
+    summary = "CLIP loss on negated captions; text tower only (the paper's recipe)"
+    source = "github:parkquasar/NegationCLIP clip_finetune.py"
+    needs = ()
+    recipe = {}
+    train_vision = "none"
+
+    def __init__(self, options=None):
+        self.opts = self.resolve_options(options or {})
+        self.use_hard_texts = False
+        self.use_hard_images = False
+
+    def setup(self, train: Sequence[Example], cfg) -> None:
+        # collectives must match across processes: decide once, from the whole training set
+        self.cfg = cfg
+        self.use_hard_texts = cfg.hard_negatives != "none"
+        self.use_hard_images = any(e.hard_image for e in train)
+
+    def loss(self, ctx: StepContext, rows: Sequence[Example]) -> tuple[torch.Tensor, float]:
+        rows = [rows[i] for i in shard(range(len(rows)), ctx.rank, ctx.world)]
+        texts = [e.text for e in rows]
+        hard, owner = [], []
+        for i, e in enumerate(rows):
+            for t in e.hard_texts:
+                hard.append(t)
+                owner.append(i)
+        feats = ctx.encode_text(texts + hard).float()
+        txt, hard_emb = feats[: len(texts)], feats[len(texts):]
+        img = ctx.local_image([e.image for e in rows])
+        hard_keys = [e.hard_image for e in rows if e.hard_image]
+        hard_img = ctx.local_image(hard_keys) if hard_keys else img[:0]
+        extra = dict(extra_text_emb=hard_emb if self.use_hard_texts else None,
+                     extra_image_emb=hard_img if self.use_hard_images else None)
+        if ctx.pair_loss is not None:  # the model family's loss (SigLIP: sigmoid with bias)
+            loss = ctx.pair_loss(img, txt, **extra)
+        else:
+            loss = contrastive_loss(img, txt, ctx.raw_logit_scale, **extra)
+        value = loss_value(loss)
+        margin = self.cfg.hard_negative_margin
+        if margin is not None:
+            hinge = torch.zeros((), device=ctx.device)
+            if self.use_hard_texts:  # image -> text: cos(img, negated) > cos(img, hard text)
+                owner_t = torch.tensor(owner, dtype=torch.long, device=ctx.device)
+                hinge = hinge + hard_negative_hinge(img, txt, hard_emb, owner_t, margin)
+            if self.use_hard_images:  # text -> image: cos(negated, img) > cos(negated, hard img)
+                owner_i = torch.tensor([i for i, e in enumerate(rows) if e.hard_image],
+                                       dtype=torch.long, device=ctx.device)
+                hinge = hinge + hard_negative_hinge(txt, img, hard_img, owner_i, margin)
+            hinge = self.cfg.hard_negative_weight * hinge
+            loss = loss + hinge
+            # each process holds its own rows' share (times world): sum the shares
+            value += D.all_sum(float(hinge.detach()), ctx.info, ctx.device) / ctx.world
+        return loss, value

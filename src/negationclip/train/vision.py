@@ -1,0 +1,75 @@
+"""Image features for a vision tower that trains (``--train-vision last-K|all``).
+
+The embedding cache cannot serve a tower whose weights move, so images are encoded at every
+step. With ``last-K`` the first ``L - K`` layers stay frozen: their output for an image is a
+constant, so it is computed once (no grad) and kept in memory when all of them fit in the
+budget; each step then runs only the last K layers, the post layer norm and the projection.
+Otherwise (``all``, or too many images) the transformed pixels are kept (or, past the budget,
+decoded again) and the whole tower runs.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .methods.base import n_layers, parse_train_vision
+
+BUDGET = 2 * 2 ** 30  # bytes of prefix states or pixels kept in memory
+
+
+class _PixelStore:
+    def __init__(self, transform, device: torch.device, n_images: int, budget: float = BUDGET):
+        self.transform, self.device = transform, device
+        side = int(getattr(transform, "image_size", 224))
+        self.keep = n_images * 3 * side * side * 4 <= budget
+        self.store: dict[str, torch.Tensor] = {}
+
+    def get(self, keys: Sequence[str]) -> torch.Tensor:
+        from ..models import open_image
+        missing = [k for k in dict.fromkeys(keys) if k not in self.store]
+        fresh = dict(zip(missing, self.transform([open_image(k) for k in missing]))) if missing else {}
+        if self.keep:
+            self.store.update(fresh)
+            got = self.store
+        else:
+            got = {**self.store, **fresh}
+        return torch.stack([got[k] for k in keys]).to(self.device)
+
+
+class LiveVision:
+    """``encode(keys) -> [N, D]`` projected, unnormalised, differentiable image features."""
+
+    def __init__(self, model, transform, device: torch.device, spec: str, n_images: int,
+                 budget: float = BUDGET):
+        self.model, self.device = model, device
+        self.pixels = _PixelStore(transform, device, n_images, budget)
+        kind, k = parse_train_vision(spec)
+        depth = n_layers(model, "vision")
+        self.split = depth - k if kind == "last" else 0
+        vc = model.config.vision_config
+        tokens = (int(vc.image_size) // int(vc.patch_size)) ** 2 + 1
+        self.use_prefix = self.split > 0 and n_images * tokens * int(vc.hidden_size) * 4 <= budget
+        self.prefix: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _prefix(self, keys: Sequence[str]) -> torch.Tensor:
+        missing = [k for k in dict.fromkeys(keys) if k not in self.prefix]
+        if missing:
+            vm = self.model.vision_model
+            h = vm.pre_layrnorm(vm.embeddings(self.pixels.get(missing)))
+            for layer in vm.encoder.layers[: self.split]:
+                h = layer(h, None)
+            self.prefix.update(zip(missing, h.float()))
+        return torch.stack([self.prefix[k] for k in keys]).to(self.device)
+
+    def encode(self, keys: Sequence[str]) -> torch.Tensor:
+        from ..models import image_features
+        if not self.use_prefix:
+            return image_features(self.model, self.pixels.get(keys))
+        vm = self.model.vision_model
+        h = self._prefix(keys)
+        for layer in vm.encoder.layers[self.split:]:
+            h = layer(h, None)
+        return self.model.visual_projection(vm.post_layernorm(h[:, 0, :]))
