@@ -21,8 +21,6 @@ class Family:
     #: the text-tower tokens must be padded to the context length (the model pools a fixed
     #: position, or was trained so): dynamic padding would change the embeddings
     fixed_padding: bool = False
-    #: upper bound of exp(logit_scale) kept while training (None: no clamp)
-    max_logit_scale: float | None = 100.0
     #: why the Stable Diffusion / CLIPSeg text-encoder swaps cannot take this family (None: they can)
     swap_refusal: str | None = None
 
@@ -46,11 +44,6 @@ class Family:
              extra_image_emb: torch.Tensor | None = None) -> torch.Tensor:
         """The family's training loss (``world * loss`` under torch.distributed, see train/loss)."""
         raise NotImplementedError
-
-    def clamp_scalars(self, model) -> None:
-        if self.max_logit_scale is not None:
-            import math
-            model.logit_scale.clamp_(0, math.log(self.max_logit_scale))
 
     # --- loading / saving -------------------------------------------------------------
     def load(self, source: str, dtype: torch.dtype, local_only: bool, act: str | None) -> Any:

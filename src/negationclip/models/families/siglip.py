@@ -106,7 +106,6 @@ class SiglipFamily(Family):
     vision_prefixes = ("vision_model.",)
     scalars = ("logit_scale", "logit_bias")
     fixed_padding = True
-    max_logit_scale = None  # SigLIP's learned temperature is not clamped (big_vision, open_clip)
     swap_refusal = ("a SigLIP text encoder cannot replace a CLIP text encoder: Stable Diffusion's "
                     "UNet and CLIPSeg's decoder cross-attend to CLIP text-token states (their width, "
                     "causal mask and EOT pooling); no pipeline was trained on SigLIP's")
