@@ -76,8 +76,10 @@ def vision_flops(config, images: int = 1) -> int:
 def text_flops(config, batch: int, tokens: int) -> int:
     """FLOPs of one text-tower forward on ``batch`` sequences padded to ``tokens``."""
     t = config.text_config
+    # CLIP projects to projection_dim; SigLIP's text head maps to projection_size (its width)
+    proj = getattr(config, "projection_dim", None) or getattr(t, "projection_size", t.hidden_size)
     per = (t.num_hidden_layers * _layer_flops(t.hidden_size, t.intermediate_size, tokens)
-           + 2 * t.hidden_size * config.projection_dim)
+           + 2 * t.hidden_size * proj)
     return batch * per
 
 

@@ -229,7 +229,7 @@ def text_tower_changed(a, b) -> float:
     """Largest absolute weight difference between two models' text towers."""
     sa, sb = a.model.state_dict(), b.model.state_dict()
     return max(float((sa[k].float() - sb[k].float()).abs().max())
-               for k in sa if k.startswith(("text_model.", "text_projection")))
+               for k in sa if k.startswith(a.family.text_prefixes))
 
 
 # --- charts ----------------------------------------------------------------------------------

@@ -143,6 +143,9 @@ def test_quick_run_writes_json(script, tmp_path):
     if script == "encode_text":
         assert got["checks"]["max_abs_diff"] < 1e-5
         assert got["arms"]["pad77"]["flops"] > got["arms"]["dynamic"]["flops"] > 0
+        # the SigLIP arm runs, and dynamic padding would change SigLIP's embeddings
+        assert got["arms"]["siglip"]["flops"] > 0
+        assert got["checks"]["siglip_dynamic_max_abs_diff"] > 1e-3
 
 
 def test_replica_arms_kill_a_server_and_lose_nothing(tmp_path):

@@ -64,8 +64,16 @@ def _is_text_encoder_folder(path: Path) -> bool:
 
 def text_encoder_from_clip_model(clip_model, tokenizer, *, with_projection: bool = False,
                                  provenance: dict | None = None) -> TextEncoder:
-    """Cut the text tower (and, if asked, its projection) out of a transformers ``CLIPModel``."""
+    """Cut the text tower (and, if asked, its projection) out of a transformers ``CLIPModel``;
+    a family whose text encoder no pipeline can take (SigLIP) is refused with the reason."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from ..models.families import family_of
+
+    refusal = family_of(clip_model).swap_refusal
+    if refusal:
+        src = (provenance or {}).get("source", type(clip_model).__name__)
+        raise NegationClipError(f"{src}: {refusal}")
 
     tcfg = clip_model.config.text_config.__class__.from_dict(clip_model.config.text_config.to_dict())
     tcfg.projection_dim = int(clip_model.config.projection_dim)

@@ -64,7 +64,8 @@ def add_eval_parser(sub, make_parser) -> None:
                     "only tunes the text encoder) re-encodes nothing.",
                     _epilog())
     p.add_argument("--model", action="append", default=[], metavar="[LABEL=]SOURCE",
-                   help="model to evaluate (repeat): Hugging Face id or folder, OpenAI/open_clip "
+                   help="model to evaluate (repeat): Hugging Face id or folder (CLIP, SigLIP, SigLIP 2), "
+                        "open_clip name (ViT-B-32/openai, hf-hub:ORG/REPO), OpenAI/open_clip "
                         ".pt, released NegationCLIP .pth or .safetensors; LABEL names it in tables")
     p.add_argument("--benchmark", action="append", default=[], metavar="NAME",
                    help="benchmark to run (repeat): " + ", ".join(registry())

@@ -46,10 +46,10 @@ def default_cache_root() -> Path:
 def vision_fingerprint(bundle: ClipBundle) -> str:
     """A hash of everything that determines an image embedding."""
     h = hashlib.blake2b(digest_size=12)
-    m = bundle.model
-    for prefix, module in (("vision_model.", m.vision_model), ("visual_projection.", m.visual_projection)):
-        for name, t in sorted(module.state_dict().items()):
-            h.update((prefix + name).encode())
+    prefixes = bundle.family.vision_prefixes
+    for name, t in sorted(bundle.model.state_dict().items()):
+        if name.startswith(prefixes):
+            h.update(name.encode())
             h.update(str(tuple(t.shape)).encode())
             h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     h.update(bundle.transform.fingerprint().encode())

@@ -31,22 +31,25 @@ def _as_tensor(out) -> torch.Tensor:
 
 def text_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
                   ) -> torch.Tensor:
-    """Projected text embeddings [B, D], not normalised, differentiable."""
-    out = model.text_model(input_ids=input_ids, attention_mask=attention_mask)
-    return model.text_projection(out.pooler_output)
+    """Text embeddings [B, D] in the joint space (the model family's own), not normalised,
+    differentiable."""
+    from .families import family_of
+    return family_of(model).text_features(model, input_ids, attention_mask)
 
 
-def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Projected image embeddings [B, D], not normalised, differentiable."""
-    out = model.vision_model(pixel_values=pixel_values)
-    return model.visual_projection(out.pooler_output)
+def image_features(model, pixel_values) -> torch.Tensor:
+    """Image embeddings [B, D] in the joint space, not normalised, differentiable;
+    ``pixel_values`` is a tensor or (SigLIP 2 NaFlex) the transform's dict."""
+    from .families import family_of
+    return family_of(model).image_features(model, pixel_values)
 
 
 @torch.no_grad()
 def encode_text(bundle: "ClipBundle", texts: Sequence[str], *, batch_size: int = 256,
                 normalize: bool = True, show_progress: bool = True, padding: str = "longest"
                 ) -> torch.Tensor:
-    """Embed texts with dynamic padding (each batch padded to its longest text).
+    """Embed texts with dynamic padding (each batch padded to its longest text) where that is
+    exact (CLIP); families that pool a fixed position (SigLIP) always pad to the context length.
 
     Texts are sorted by length first so batches waste little padding; results come back in
     the input order, float32 on CPU.
@@ -74,9 +77,10 @@ def encode_text(bundle: "ClipBundle", texts: Sequence[str], *, batch_size: int =
 
 
 @torch.no_grad()
-def encode_pixels(bundle: "ClipBundle", pixel_values: torch.Tensor, normalize: bool = True
+def encode_pixels(bundle: "ClipBundle", pixel_values, normalize: bool = True
                   ) -> torch.Tensor:
-    feats = image_features(bundle.model, pixel_values.to(bundle.device, bundle.dtype)).float()
+    from .families.siglip import _to_device
+    feats = image_features(bundle.model, _to_device(pixel_values, bundle.device, bundle.dtype)).float()
     return F.normalize(feats, dim=-1) if normalize else feats
 
 

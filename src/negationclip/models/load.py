@@ -1,4 +1,5 @@
-"""The one model-loading entry point: any CLIP checkpoint -> a Hugging Face ``CLIPModel`` bundle."""
+"""The one model-loading entry point: any checkpoint -> a bundle of a registered model family
+(CLIP as a Hugging Face ``CLIPModel``, SigLIP, SigLIP 2; see ``models/families``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from ..utils.checks import check_device
 from ..utils.errors import NegationClipError
+from . import open_clip_names
 from .tokenizer import ClipTokenizer
 from .transform import ImageTransform
 
@@ -37,9 +39,10 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 @dataclass
 class ClipBundle:
-    """A CLIP model with what it takes to use it: tokenizer, image transform, provenance."""
+    """A model with what it takes to use it: tokenizer, image transform, provenance. Its
+    ``family`` (from the model's config) says how to compute features, scores and losses."""
 
-    model: Any  # transformers.CLIPModel
+    model: Any  # transformers.CLIPModel, SiglipModel or Siglip2Model
     tokenizer: ClipTokenizer
     transform: ImageTransform
     provenance: dict = field(default_factory=dict)
@@ -53,8 +56,13 @@ class ClipBundle:
         return next(self.model.parameters()).dtype
 
     @property
+    def family(self):
+        from .families import family_of
+        return family_of(self.model)
+
+    @property
     def embed_dim(self) -> int:
-        return int(self.model.config.projection_dim)
+        return self.family.embed_dim(self.model)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
            ) -> "ClipBundle":
@@ -62,10 +70,7 @@ class ClipBundle:
         return self
 
     def describe(self) -> str:
-        t, v = self.model.config.text_config, self.model.config.vision_config
-        return (f"CLIP ViT (vision {v.num_hidden_layers}x{v.hidden_size}, patch {v.patch_size}, "
-                f"{v.image_size}px; text {t.num_hidden_layers}x{t.hidden_size}, ctx "
-                f"{t.max_position_embeddings}; embed {self.embed_dim})")
+        return self.family.describe(self.model)
 
 
 def _bundle_from_openai_sd(sd: dict, source: str, fmt: str, dtype: torch.dtype,
@@ -202,7 +207,8 @@ def _hub_file(source: str, name: str, local_only: bool) -> Path | None:
 
 
 def _load_hf(source: str, dtype: torch.dtype, local_only: bool, act: str | None = None) -> ClipBundle:
-    from transformers import CLIPModel
+    """A Hugging Face folder or id, loaded by the family its ``config.json`` names."""
+    from .families import family_for_model_type, registry
 
     if not local_only and not Path(source).is_dir():
         try:  # the local cache first, then the hub only if it answers
@@ -212,6 +218,25 @@ def _load_hf(source: str, dtype: torch.dtype, local_only: bool, act: str | None 
                 raise NegationClipError(
                     f"{source}: not a local file or folder, not in the Hugging Face cache, and the "
                     "hub is unreachable (offline?); pass a local folder or checkpoint") from None
+    cfg_file = Path(source) / "config.json" if Path(source).is_dir() else _hub_file(
+        source, "config.json", local_only)
+    model_type = None
+    if cfg_file is not None and cfg_file.is_file():
+        from ..utils.io import load_json
+        model_type = (load_json(cfg_file) or {}).get("model_type")
+    fam = family_for_model_type(model_type) if model_type else None
+    if model_type and fam is None:
+        raise NegationClipError(f"{cfg_file}: model_type {model_type!r} is not a supported model "
+                                f"family; supported: {', '.join(registry())}")
+    if fam is not None and fam.name != "clip":
+        return fam.load(source, dtype, local_only, act)
+    return _load_clip_hf(source, dtype, local_only, act)
+
+
+def _load_clip_hf(source: str, dtype: torch.dtype, local_only: bool, act: str | None = None
+                  ) -> ClipBundle:
+    from transformers import CLIPModel
+
     try:
         model = CLIPModel.from_pretrained(source, dtype=dtype, local_files_only=local_only)
     except (OSError, ValueError) as e:
@@ -251,6 +276,19 @@ def _load_hf(source: str, dtype: torch.dtype, local_only: bool, act: str | None 
     return ClipBundle(model, tokenizer, transform, prov)
 
 
+def _load_open_clip_folder(path: Path, ckpt: Path, src: str, dt: torch.dtype, act: str | None,
+                           name_act: tuple[str, str] | None = None) -> ClipBundle:
+    from .convert import read_checkpoint
+
+    cfg = _open_clip_config(path)
+    if cfg is not None:
+        open_clip_names.check_supported(cfg, path)
+    found = name_act if (name_act is not None and act is None) else _source_act(path, "open_clip")
+    chosen = _resolve_act(act, found, src)
+    return _bundle_from_openai_sd(read_checkpoint(ckpt), src, "open_clip", dt, chosen,
+                                  _open_clip_transform(cfg, path))
+
+
 def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
               dtype: str | torch.dtype | None = torch.float32, *, act: str | None = None,
               local_files_only: bool | None = None) -> ClipBundle:
@@ -259,7 +297,10 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
     ``source``: a Hugging Face id or folder; an OpenAI/open_clip ``.pt``/``.pth`` (TorchScript
     read without executing code, state dicts with ``torch.load(weights_only=True)``), e.g. the
     released NegationCLIP checkpoints; an open_clip folder (``open_clip_config.json`` + weights);
-    or a ``.safetensors`` state dict.
+    or a ``.safetensors`` state dict; a SigLIP / SigLIP 2 Hugging Face folder or cached id
+    (``models/families``); an open_clip name (``ViT-B-32/openai``, ``hf-hub:ORG/REPO``,
+    ``ViT-B-16-SigLIP/webli``) resolved from the local Hugging Face cache
+    (``models/open_clip_names``).
 
     ``act`` (``"quick_gelu"`` | ``"gelu"``) is the MLP activation; None reads it from the source
     (``config.json`` ``hidden_act``, ``open_clip_config.json`` ``model_cfg.quick_gelu``, a
@@ -283,10 +324,7 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
             if ckpt is None:
                 raise NegationClipError(f"{path}: folder has neither config.json (Hugging Face) nor "
                                         f"an open_clip checkpoint ({', '.join(_OPEN_CLIP_FILES)})")
-            from .convert import read_checkpoint
-            chosen = _resolve_act(act, _source_act(path, "open_clip"), src)
-            bundle = _bundle_from_openai_sd(read_checkpoint(ckpt), src, "open_clip", dt, chosen,
-                                            _open_clip_transform(_open_clip_config(path), path))
+            bundle = _load_open_clip_folder(path, ckpt, src, dt, act)
     elif path.is_file():
         from .convert import _is_torchscript, read_checkpoint
         fmt = "torchscript" if _is_torchscript(path) else (
@@ -303,6 +341,13 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
             tcfg = (_open_clip_transform(_open_clip_config(path.parent), path.parent)
                     if path.name in _OPEN_CLIP_FILES else None)
             bundle = _bundle_from_openai_sd(sd, src, fmt, dt, chosen, tcfg)
+    elif (oc := open_clip_names.parse(src)) is not None:
+        folder = open_clip_names.resolve(oc)
+        ckpt = next(folder / f for f in _OPEN_CLIP_FILES if (folder / f).exists())
+        name_act = (("quick_gelu", f"the open_clip name {src!r} (OpenAI weights use QuickGELU)")
+                    if oc.quick_gelu else None)
+        bundle = _load_open_clip_folder(folder, ckpt, src, dt, act, name_act)
+        bundle.provenance["resolved"] = str(folder)
     else:
         looks_like_path = (path.suffix in _CKPT_SUFFIXES or src.startswith((".", "/", "~"))
                            or os.sep in src.strip("/").split("/", 1)[-1] or src.count("/") > 1)
@@ -311,5 +356,6 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         local = offline if local_files_only is None else local_files_only
         bundle = _load_hf(src, dt, local_only=local, act=act)
+    bundle.provenance.setdefault("family", bundle.family.name)
     bundle.provenance["preprocessing"] = bundle.transform.describe()
     return bundle.to(device)

@@ -23,14 +23,11 @@ def _meta(bundle: ClipBundle) -> dict:
 
 
 def save(bundle: ClipBundle, folder: str | os.PathLike) -> Path:
-    """A Hugging Face folder (safetensors weights, tokenizer, preprocessor config) that
-    ``CLIPModel.from_pretrained`` and ``load_clip`` read."""
+    """The family's own Hugging Face folder (safetensors weights, tokenizer, preprocessor
+    config) that ``from_pretrained`` of its model class and ``load_clip`` read."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        bundle.model.save_pretrained(str(tmp), safe_serialization=True)
-        bundle.tokenizer.save_pretrained(tmp)
-        (tmp / "preprocessor_config.json").write_text(
-            json.dumps(bundle.transform.to_hf_config(), indent=2) + "\n")
+        bundle.family.save(bundle, tmp)
         (tmp / "negationclip.json").write_text(json.dumps(_meta(bundle), indent=2, default=str) + "\n")
     return folder
 
@@ -39,6 +36,9 @@ def export_openai(bundle: ClipBundle, path: str | os.PathLike) -> Path:
     """An OpenAI-layout state dict (``.pt``/``.pth`` via torch.save, or ``.safetensors``)."""
     from .convert import hf_to_openai
 
+    if bundle.family.name != "clip":
+        raise NegationClipError(f"the OpenAI state-dict layout is CLIP's; a {bundle.family.name} "
+                                "model saves in its own Hugging Face layout (convert --to hf, models.save)")
     cfg = bundle.model.config
     for name, sub in (("text", cfg.text_config), ("vision", cfg.vision_config)):
         if sub.num_attention_heads != max(1, sub.hidden_size // 64):
@@ -64,6 +64,8 @@ def export_text_encoder(bundle: ClipBundle, folder: str | os.PathLike, *,
     diffusers pipelines (``text_encoder``/``tokenizer``) and CLIPSeg's text tower take."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    if bundle.family.swap_refusal:
+        raise NegationClipError(bundle.family.swap_refusal)
     cfg = bundle.model.config.text_config
     if with_projection:
         cfg.projection_dim = bundle.model.config.projection_dim

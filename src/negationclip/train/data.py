@@ -329,13 +329,23 @@ class TokenTable:
 
     The rows are built exactly as ``ClipTokenizer.__call__`` builds them (SOT, ids truncated to
     context - 2, EOT; padding id = EOT), so a batch equals ``tokenizer(texts)``; only the slow
-    part (text cleaning + BPE) is done once instead of every epoch.
+    part (text cleaning + BPE) is done once instead of every epoch. A tokenizer with
+    ``fixed_padding`` (SigLIP: the model pools a fixed position, so dynamic padding would not
+    be exact) gives its own full-length rows and masks, stacked as they are.
     """
 
     def __init__(self, tokenizer, texts: Iterable[str]):
         self.pad_id = int(tokenizer.pad_token_id)
         self._tok = tokenizer
+        self.fixed_padding = bool(getattr(tokenizer, "fixed_padding", False))
         self.rows: dict[str, list[int]] = {}
+        self._fixed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        texts = list(dict.fromkeys(texts))
+        if self.fixed_padding and texts:
+            tb = tokenizer(texts)
+            self._fixed = {t: (tb.input_ids[i], tb.attention_mask[i]) for i, t in enumerate(texts)}
+            self.rows = {t: tb.input_ids[i].tolist() for i, t in enumerate(texts)}
+            return
         for t in texts:
             self.row(t)
 
@@ -344,13 +354,21 @@ class TokenTable:
         r = self.rows.get(text)
         if r is None:
             tok = self._tok
-            r = self.rows[text] = [int(tok.sot_token_id),
-                                   *tok.encode(text)[: int(tok.context_length) - 2],
-                                   int(tok.eot_token_id)]
+            if self.fixed_padding:
+                tb = tok([text])
+                self._fixed[text] = (tb.input_ids[0], tb.attention_mask[0])
+                r = self.rows[text] = tb.input_ids[0].tolist()
+            else:
+                r = self.rows[text] = [int(tok.sot_token_id),
+                                       *tok.encode(text)[: int(tok.context_length) - 2],
+                                       int(tok.eot_token_id)]
         return r
 
     def batch(self, texts: Sequence[str], pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [self.row(t) for t in texts]
+        if self.fixed_padding:
+            return (torch.stack([self._fixed[t][0] for t in texts]),
+                    torch.stack([self._fixed[t][1] for t in texts]))
         width = pad_to or max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

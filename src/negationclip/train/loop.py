@@ -30,8 +30,8 @@ from .config import TrainConfig
 from .data import (CaptionRecord, Example, ReadReport, TokenTable, coerce_records,
                    epoch_batches, mine_negative_images, originals_by_image, read_records, shard,
                    split_examples)
-from .loss import contrastive_loss, loss_value
-from .methods import get_method
+from .loss import loss_value
+from .methods import get_method, method_names
 from .methods.base import Method, StepContext, scaled_logit_scale
 from .reporting import make_reporter
 from .trainable import configure_method_trainable, trainable_parameters
@@ -279,7 +279,8 @@ class _Trainer:
                            raw_logit_scale=self.model.logit_scale.exp().float(),
                            device=self.device, info=self.info, rank=self.info.rank,
                            world=self.info.world, seed=self.cfg.seed, step=self.step,
-                           options=getattr(self.method, "opts", {}))
+                           options=getattr(self.method, "opts", {}),
+                           pair_loss=functools.partial(self.b.family.loss, self.model))
 
     def train_mode(self) -> None:
         self.model.text_model.train()
@@ -315,7 +316,7 @@ class _Trainer:
         ctx = self.context()
         txt = ctx.encode_text([e.text for e in rows])
         img = ctx.local_image([e.image for e in rows])
-        return loss_value(contrastive_loss(img, txt, ctx.raw_logit_scale))
+        return loss_value(ctx.pair_loss(img, txt))
 
 
 def _text_features(model, ids, mask):
@@ -352,6 +353,11 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
         torch.manual_seed(cfg.seed)
         bundle = _load_bundle(model, device, inplace)
         method = get_method(cfg.method, cfg.method_options)
+        if bundle.family.name not in method.families:
+            raise NegationClipError(
+                f"method {method.name!r} is defined with CLIP's contrastive loss and is not "
+                f"available for a {bundle.family.name} model; methods for it: "
+                + ", ".join(n for n in method_names() if bundle.family.name in get_method(n).families))
         vision = cfg.train_vision or method.train_vision
         summary = configure_method_trainable(bundle.model, method, cfg, vision)
         say(f"method {method.name}: " + summary.describe())

@@ -95,6 +95,47 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor,
     return loss
 
 
+def sigmoid_loss(image_emb: torch.Tensor, text_emb: torch.Tensor,
+                 logit_scale: torch.Tensor | float, logit_bias: torch.Tensor | float, *,
+                 extra_text_emb: torch.Tensor | None = None,
+                 extra_image_emb: torch.Tensor | None = None,
+                 normalize: bool = True) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023): every image-text pair of the global
+    batch is a binary problem, +1 on the diagonal, -1 elsewhere, with a learned scale and bias;
+    summed and divided by the number of images. ``extra_text_emb`` / ``extra_image_emb`` add
+    negative pairs (label -1) for every image / text. Distributed as ``contrastive_loss``
+    (returns ``world_size * loss``; the shared scalars' gradients scaled by ``1 / world``)."""
+    if normalize:
+        image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
+    world = world_size()
+    all_img, _ = gather_with_grad(image_emb)
+    all_txt, _ = gather_with_grad(text_emb)
+    dev = all_img.device
+    scale = logit_scale if isinstance(logit_scale, torch.Tensor) else torch.tensor(logit_scale, device=dev)
+    bias = logit_bias if isinstance(logit_bias, torch.Tensor) else torch.tensor(logit_bias, device=dev)
+    if world > 1:
+        scale = _scale_grad(scale, 1.0 / world) if scale.requires_grad else scale
+        bias = _scale_grad(bias, 1.0 / world) if bias.requires_grad else bias
+    logits = scale * all_img @ all_txt.t() + bias
+    n = all_img.shape[0]
+    labels = 2 * torch.eye(n, device=dev, dtype=logits.dtype) - 1
+    loss = -F.logsigmoid(labels * logits).sum()
+    if extra_text_emb is not None:
+        if normalize:
+            extra_text_emb = F.normalize(extra_text_emb, dim=-1)
+        all_extra, _ = gather_with_grad(extra_text_emb)
+        if all_extra.shape[0]:
+            loss = loss - F.logsigmoid(-(scale * all_img @ all_extra.t() + bias)).sum()
+    if extra_image_emb is not None:
+        if normalize:
+            extra_image_emb = F.normalize(extra_image_emb, dim=-1)
+        all_extra_img, _ = gather_with_grad(extra_image_emb)
+        if all_extra_img.shape[0]:
+            loss = loss - F.logsigmoid(-(scale * all_extra_img @ all_txt.t() + bias)).sum()
+    loss = loss / n
+    return loss * world if world > 1 else loss
+
+
 def loss_value(loss: torch.Tensor) -> float:
     """The true (global) value of a loss returned by this module, for logging."""
     return float(loss.detach().float().item()) / world_size()

@@ -44,30 +44,39 @@ class TrainableSummary:
 
 
 def is_trainable(name: str, *, train_logit_scale: bool = True,
-                 freeze_final_layer_norm: bool = True) -> bool:
-    if name.startswith(FROZEN_ALWAYS):
+                 freeze_final_layer_norm: bool = True, family=None) -> bool:
+    """``family`` (models.families; default CLIP) names the text and vision towers and the
+    shared scalars (CLIP: logit_scale; SigLIP: logit_scale and logit_bias)."""
+    frozen = family.vision_prefixes if family is not None else FROZEN_ALWAYS
+    text = family.text_prefixes if family is not None else TEXT
+    scalars = family.scalars if family is not None else ("logit_scale",)
+    if name.startswith(frozen):
         return False
-    if name == "logit_scale":
+    if name in scalars:
         return train_logit_scale
     if name.startswith(FINAL_LN):
         return not freeze_final_layer_norm
-    return name.startswith(TEXT)
+    return name.startswith(text)
 
 
 def configure_trainable(model: torch.nn.Module, *, train_logit_scale: bool = True,
                         freeze_final_layer_norm: bool = True) -> TrainableSummary:
-    """Set ``requires_grad`` on every parameter of a CLIPModel; return what trains."""
+    """Set ``requires_grad`` on every parameter of a model of a registered family (its text
+    tower and shared scalars train, its vision tower is frozen); return what trains."""
+    from ..models.families import family_of
+
     names = [n for n, _ in model.named_parameters()]
     if not any(n.startswith("text_model.") for n in names) or not any(
             n.startswith("vision_model.") for n in names):
         raise NegationClipError(
-            f"expected a Hugging Face CLIPModel (text_model + vision_model), got "
+            f"expected a Hugging Face CLIPModel/SiglipModel (text_model + vision_model), got "
             f"{type(model).__name__}")
+    family = family_of(model)
     tr, fr = [], []
     n_tr = n_fr = 0
     for n, p in model.named_parameters():
         on = is_trainable(n, train_logit_scale=train_logit_scale,
-                          freeze_final_layer_norm=freeze_final_layer_norm)
+                          freeze_final_layer_norm=freeze_final_layer_norm, family=family)
         p.requires_grad_(on)
         if on:
             tr.append(n)

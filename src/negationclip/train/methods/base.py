@@ -98,6 +98,9 @@ class StepContext:
     seed: int = 0
     step: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    #: the model family's image-text loss on local features (CLIP: contrastive_loss; SigLIP:
+    #: sigmoid_loss with its bias): ``pair_loss(img, txt, extra_text_emb=, extra_image_emb=)``
+    pair_loss: Callable[..., torch.Tensor] | None = None
 
     def _gather(self, local: torch.Tensor, n: int) -> torch.Tensor:
         if self.world == 1:
@@ -157,16 +160,21 @@ class Method:
     recipe: dict[str, Any] = {}
     options: dict[str, Any] = {}
     train_vision: str = "none"
+    #: model families the method is defined for (its loss is written for their scores);
+    #: NegationCLIP's objective goes through ``StepContext.pair_loss`` and takes every family
+    families: tuple[str, ...] = ("clip",)
 
     # what learns (text side; the vision side follows --train-vision) --------------------
     def text_trainable(self, name: str, model, cfg) -> bool:
-        """Default: every text parameter and the logit scale, as in the released CLIP
-        fine-tuning scripts that only lock ``model.visual``."""
-        if name == "logit_scale":
-            return cfg.train_logit_scale
-        if name.startswith("text_model.final_layer_norm."):
-            return not cfg.freeze_final_layer_norm
-        return name.startswith(("text_model.", "text_projection."))
+        """Default: every text parameter and the shared scalars (CLIP: the logit scale; SigLIP:
+        scale and bias), as in the released CLIP fine-tuning scripts that only lock
+        ``model.visual``; the model's family names its text tower and scalars."""
+        from ...models.families import family_of
+        from ..trainable import is_trainable
+
+        return is_trainable(name, train_logit_scale=cfg.train_logit_scale,
+                            freeze_final_layer_norm=cfg.freeze_final_layer_norm,
+                            family=family_of(model))
 
     # data --------------------------------------------------------------------------------
     def check_records(self, records: Sequence[CaptionRecord], cfg) -> None:

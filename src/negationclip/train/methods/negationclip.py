@@ -19,6 +19,7 @@ from .base import Method, StepContext
 
 class NegationClip(Method):
     name = "negationclip"
+    families = ("clip", "siglip", "siglip2")  # its loss is the family's (ctx.pair_loss)
     summary = "CLIP loss on negated captions; text tower only (the paper's recipe)"
     source = "github:parkquasar/NegationCLIP clip_finetune.py"
     needs = ()
@@ -49,10 +50,12 @@ class NegationClip(Method):
         img = ctx.local_image([e.image for e in rows])
         hard_keys = [e.hard_image for e in rows if e.hard_image]
         hard_img = ctx.local_image(hard_keys) if hard_keys else img[:0]
-        scale = ctx.raw_logit_scale
-        loss = contrastive_loss(img, txt, scale,
-                                extra_text_emb=hard_emb if self.use_hard_texts else None,
-                                extra_image_emb=hard_img if self.use_hard_images else None)
+        extra = dict(extra_text_emb=hard_emb if self.use_hard_texts else None,
+                     extra_image_emb=hard_img if self.use_hard_images else None)
+        if ctx.pair_loss is not None:  # the model family's loss (SigLIP: sigmoid with bias)
+            loss = ctx.pair_loss(img, txt, **extra)
+        else:
+            loss = contrastive_loss(img, txt, ctx.raw_logit_scale, **extra)
         value = loss_value(loss)
         margin = self.cfg.hard_negative_margin
         if margin is not None:

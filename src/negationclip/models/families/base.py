@@ -1,0 +1,62 @@
+"""The family contract (see ``families/__init__``)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+
+class Family:
+    """Defaults are CLIP's; a family overrides what differs."""
+
+    name: str = ""
+    model_types: tuple[str, ...] = ()
+    #: parameter-name prefixes of the text tower (trained by default) and the vision tower
+    #: (frozen, fingerprinted by the image-embedding cache)
+    text_prefixes: tuple[str, ...] = ()
+    vision_prefixes: tuple[str, ...] = ()
+    #: shared scalars that train with the text tower unless frozen (logit scale, bias)
+    scalars: tuple[str, ...] = ("logit_scale",)
+    #: the text-tower tokens must be padded to the context length (the model pools a fixed
+    #: position, or was trained so): dynamic padding would change the embeddings
+    fixed_padding: bool = False
+    #: why the Stable Diffusion / CLIPSeg text-encoder swaps cannot take this family (None: they can)
+    swap_refusal: str | None = None
+
+    # --- features ---------------------------------------------------------------------
+    def text_features(self, model, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_features(self, model, pixels: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed_dim(self, model) -> int:
+        raise NotImplementedError
+
+    def similarity(self, model, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """The family's own image-text score of normalised embeddings, [I, T]."""
+        return model.logit_scale.exp().float() * image_emb @ text_emb.T
+
+    def loss(self, model, image_emb: torch.Tensor, text_emb: torch.Tensor, *,
+             extra_text_emb: torch.Tensor | None = None,
+             extra_image_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """The family's training loss (``world * loss`` under torch.distributed, see train/loss)."""
+        raise NotImplementedError
+
+    # --- loading / saving -------------------------------------------------------------
+    def load(self, source: str, dtype: torch.dtype, local_only: bool, act: str | None) -> Any:
+        """A ``ClipBundle`` for a Hugging Face folder or cached id of this family."""
+        raise NotImplementedError
+
+    def save(self, bundle, folder) -> None:
+        """Write the family's own Hugging Face layout into ``folder`` (an empty temp dir)."""
+        raise NotImplementedError
+
+    def describe(self, model) -> str:
+        t, v = model.config.text_config, model.config.vision_config
+        return (f"{self.name} (vision {v.num_hidden_layers}x{v.hidden_size}, patch {v.patch_size}; "
+                f"text {t.num_hidden_layers}x{t.hidden_size}, ctx {t.max_position_embeddings}; "
+                f"embed {self.embed_dim(model)})")
+

@@ -1,0 +1,55 @@
+"""OpenAI / LAION CLIP as a Hugging Face ``CLIPModel`` (every CLIP checkpoint format converts to it)."""
+
+from __future__ import annotations
+
+import json
+
+from . import register
+from .base import Family
+
+
+def _pixels(pixels):
+    return pixels["pixel_values"] if isinstance(pixels, dict) else pixels
+
+
+class ClipFamily(Family):
+    name = "clip"
+    model_types = ("clip",)
+    text_prefixes = ("text_model.", "text_projection.")
+    vision_prefixes = ("vision_model.", "visual_projection.")
+
+    def text_features(self, model, input_ids, attention_mask=None):
+        out = model.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        return model.text_projection(out.pooler_output)
+
+    def image_features(self, model, pixels):
+        out = model.vision_model(pixel_values=_pixels(pixels))
+        return model.visual_projection(out.pooler_output)
+
+    def embed_dim(self, model) -> int:
+        return int(model.config.projection_dim)
+
+    def loss(self, model, image_emb, text_emb, *, extra_text_emb=None, extra_image_emb=None):
+        from ...train.loss import contrastive_loss
+        return contrastive_loss(image_emb, text_emb, model.logit_scale.exp().float(),
+                                extra_text_emb=extra_text_emb, extra_image_emb=extra_image_emb)
+
+    def load(self, source, dtype, local_only, act):
+        from ..load import _load_clip_hf
+        return _load_clip_hf(source, dtype, local_only, act)
+
+    def save(self, bundle, folder) -> None:
+        bundle.model.save_pretrained(str(folder), safe_serialization=True)
+        bundle.tokenizer.save_pretrained(folder)
+        (folder / "preprocessor_config.json").write_text(
+            json.dumps(bundle.transform.to_hf_config(), indent=2) + "\n")
+
+    def describe(self, model) -> str:
+        t, v = model.config.text_config, model.config.vision_config
+        return (f"CLIP ViT (vision {v.num_hidden_layers}x{v.hidden_size}, patch {v.patch_size}, "
+                f"{v.image_size}px; text {t.num_hidden_layers}x{t.hidden_size}, ctx "
+                f"{t.max_position_embeddings}; embed {self.embed_dim(model)})")
+
+
+CLIP = register(ClipFamily())
+__all__ = ["CLIP", "ClipFamily"]
