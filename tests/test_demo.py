@@ -146,3 +146,28 @@ def test_scene_negatives_put_the_negated_object_into_the_same_scene(world, tmp_p
         b = np.asarray(open_image(world / "images" / r["negative_image"]))
         assert a.shape == b.shape and (a != b).any()  # same scene, one object changed
         assert (a == b).mean() > 0.5
+
+
+def test_demo_compare_flag_reaches_the_config(monkeypatch, tmp_path):
+    import negationclip.demo as demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda cfg: seen.setdefault("cfg", cfg))
+    assert main(["demo", "--quick", "--compare", "--out", str(tmp_path / "d")]) == 0
+    assert seen["cfg"].compare is True and seen["cfg"].quick is True
+    seen.clear()
+    assert main(["demo", "--out", str(tmp_path / "e")]) == 0
+    assert seen["cfg"].compare is False
+
+
+def test_field_inputs_name_the_world_files(world):
+    from negationclip.data.negworld import WorldExport
+    from negationclip.demo import FIELD_SPECS, field_inputs
+    from negationclip.evaluate.registry import registry
+
+    w = WorldExport.open(world)
+    inputs = field_inputs(w)
+    reg = registry()
+    units = {k for plugin in dict.fromkeys(s[2] for s in FIELD_SPECS) for k in reg[plugin].plan(inputs)}
+    assert units == {"negbench-mcq:negbench_mcq", "negbench-retrieval:negbench_retrieval",
+                     "negbench-retrieval:negbench_negated_retrieval", "ccneg", "sugarcrepe"}
