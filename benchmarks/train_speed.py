@@ -102,7 +102,7 @@ def child(mode: str, batch: int, steps: int, threads: int, device: str, workdir:
     configure_trainable(bundle.model)
     model = bundle.model
     params = [p for _, p in trainable_parameters(model)]
-    opt = make_optimizer(params, TrainConfig())  # the same (fused) AdamW for both variants
+    opt = make_optimizer(params, TrainConfig(adamw_kernel="fused"))  # the same (fused) AdamW for both variants
     texts = captions(batch)
     paths = sorted(workdir.glob("*.jpg"))[:batch]
     t0 = time.perf_counter()

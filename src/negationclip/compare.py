@@ -53,7 +53,8 @@ def method_config(cfg: CompareConfig, method: str, instances: str):
     from .train.methods import recipe_config
 
     steps, batch = cfg.budget()
-    return recipe_config(method, lr=cfg.lr, batch_size=batch, max_steps=steps, epochs=10 ** 6,
+    # the demo's run choices (this project's recipe, fp32 on CPU), so rows differ only by method
+    return recipe_config(method, recipe="negationclip", precision="fp32", lr=cfg.lr, batch_size=batch, max_steps=steps, epochs=10 ** 6,
                          warmup_steps=0, schedule="constant", val_fraction=0.0, seed=cfg.seed,
                          device="cpu", checkpoint_every_steps=max(50, steps), mix="negated",
                          mine_negative_images=True, instances=[instances],

@@ -74,6 +74,7 @@ class DemoConfig:
     seed: int = 0
     base: str | None = None            # default: the shipped NegWorld base model
     threads: int | None = None         # torch CPU threads (None: torch's default)
+    act: str | None = None             # MLP activation of the base (None: its config.json)
     # fine-tuning (the recipe found on NegWorld; see the report's notes)
     steps: int = 450
     batch_size: int = 256
@@ -262,15 +263,21 @@ def scene_negatives(world, path: Path, seed: int, gen: dict) -> Path:
 def train_config(cfg: DemoConfig):
     from .train import TrainConfig
 
-    return TrainConfig(epochs=1000, max_steps=cfg.finetune_steps(), batch_size=cfg.finetune_batch(),
-                       lr=cfg.lr, schedule="constant", warmup_steps=0,
-                       max_grad_norm=cfg.max_grad_norm, mix=cfg.mix,
-                       original_ratio=cfg.original_ratio, hard_negatives=cfg.hard_negatives,
-                       hard_negative_margin=cfg.hard_negative_margin,
-                       hard_negative_weight=cfg.hard_negative_weight,
-                       mine_negative_images=cfg.mine_negative_images,
-                       val_fraction=cfg.val_fraction, seed=cfg.seed, device="cpu",
-                       checkpoint_every_steps=max(50, cfg.finetune_steps() // 2))
+    # The demo's own recipe, every choice explicit: this project's recipe ("negationclip":
+    # logit scale capped at 100, fused AdamW, split by image) in fp32 on CPU, not the paper's,
+    # whose lr 1e-6 would barely move a tiny model trained from scratch.
+    return TrainConfig.recipe("negationclip", precision="fp32", clamp_logit_scale=100.0,
+                              split_by="image", val_loss="row_mean", adamw_kernel="fused",
+                              epochs=1000, max_steps=cfg.finetune_steps(),
+                              batch_size=cfg.finetune_batch(),
+                              lr=cfg.lr, schedule="constant", warmup_steps=0,
+                              max_grad_norm=cfg.max_grad_norm, mix=cfg.mix,
+                              original_ratio=cfg.original_ratio, hard_negatives=cfg.hard_negatives,
+                              hard_negative_margin=cfg.hard_negative_margin,
+                              hard_negative_weight=cfg.hard_negative_weight,
+                              mine_negative_images=cfg.mine_negative_images,
+                              val_fraction=cfg.val_fraction, seed=cfg.seed, device="cpu",
+                              checkpoint_every_steps=max(50, cfg.finetune_steps() // 2))
 
 
 def run_finetune(base_dir: Path, data: list[Path], world, out: Path, cfg: DemoConfig, cache):
@@ -279,7 +286,7 @@ def run_finetune(base_dir: Path, data: list[Path], world, out: Path, cfg: DemoCo
 
     if out.exists():  # a demo run starts its fine-tuning afresh (same seed, same weights)
         shutil.rmtree(out)
-    bundle = load_clip(base_dir)
+    bundle = load_clip(base_dir, act=cfg.act)
     return finetune(bundle, [str(p) for p in data], train_config(cfg), out,
                     image_root=world.images_dir, inplace=True, cache=cache, verbose=True)
 
@@ -515,7 +522,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         print(f"      {'reused' if reused else 'built'} {world.root} ({wcfg.images} scenes, seed {wcfg.seed})")
 
     with stage("baseline benchmarks (base model)"):
-        base = load_clip(base_dir)
+        base = load_clip(base_dir, act=cfg.act)
         before, det_before = measure(base, world, cache, "base")
         _print_metrics(before)
 

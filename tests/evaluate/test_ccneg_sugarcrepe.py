@@ -154,10 +154,14 @@ def _ref_image_caption_selection(bundle, root, ann_file):
             img = bundle.transform([Image.open(os.path.join(root, data["filename"])).convert("RGB")])
             texts = [data["caption"], data["negative_caption"]]
             images_emb = F.normalize(image_features(bundle.model, img), dim=-1)
-            tok = bundle.tokenizer(texts)
-            texts_emb = F.normalize(text_features(bundle.model, tok.input_ids, tok.attention_mask), dim=-1)
+            toks = [bundle.tokenizer([t]) for t in texts]
+            texts_emb = F.normalize(torch.cat([text_features(bundle.model, t.input_ids, t.attention_mask)
+                                               for t in toks]), dim=-1)
             gt = torch.arange(1)
-            scores = images_emb @ texts_emb.t()
+            # CLIP_benchmark: images_emb @ texts_emb.t(). Written per caption so that identical
+            # captions (the tie item) score bit-equal: in one batch their scores differ by float
+            # noise (~1e-8), a coin flip whose side moves with the image pixels.
+            scores = torch.stack([images_emb @ t for t in texts_emb], dim=1)
             image_closest_text = scores.argmax(dim=1)[:len(gt)]
             text_closest_image = scores.argmax(dim=0)[:len(gt)]
             pred_text_is_correct = (image_closest_text == gt).all().item()

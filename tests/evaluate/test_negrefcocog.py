@@ -35,7 +35,7 @@ def _released_loop(bundle, records, root):
             sims = []
             for x, y, w, h in r["bbox_list"]:
                 image = Image.open(root / r["image"])
-                cropped = image.crop((x, y, x + w, y + h)).convert("RGB")
+                cropped = image.crop((x, y, x + w, y + h))  # own mode: preprocess converts
                 v = F.normalize(image_features(bundle.model, bundle.transform([cropped])), dim=-1)
                 sims.append((v @ t.T).item())
             pred = int(np.argmax(sims))
@@ -126,3 +126,35 @@ def test_box_outside_image_is_clipped_and_counted_degenerate_is_an_error(tmp_pat
     recs[1]["bbox_list"][1] = [100, 100, 5, 5]
     with pytest.raises(NegationClipError, match=r"record 1 .*outside the 40x30 image"):
         evaluate_negrefcocog(tiny_bundle, _write(tmp_path / "c.json", recs), root)
+
+
+def test_palette_and_alpha_images_follow_the_released_order(tmp_path, tiny_bundle):
+    """negrefcocog_eval.py crops the image in its own mode and lets ``preprocess`` resize before
+    converting to RGB; converting first gives other pixels for P / RGBA / L files."""
+    root = tmp_path / "modes"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, mode in enumerate(["P", "RGBA", "L", "LA", "RGB"]):
+        arr = rng.integers(0, 256, size=(61 + 7 * i, 83, 4), dtype=np.uint8)
+        im = Image.fromarray(arr, "RGBA")
+        im = im.convert("P", palette=Image.Palette.ADAPTIVE) if mode == "P" else im.convert(mode)
+        name = f"m{i}.png"
+        im.save(root / name)
+        boxes = [[3, 4, 40, 37], [20, 9, 51, 44]]
+        recs.append({"image": name, "phrase": f"a texture with no stripes {i}",
+                     "ref_bbox": boxes[i % 2], "bbox_list": boxes})
+    f = _write(tmp_path / "modes.json", recs)
+    official, outcomes = _released_loop(tiny_bundle, recs, root)
+    res = evaluate_negrefcocog(tiny_bundle, f, root, return_items=True)
+    assert [it["official_correct"] for it in res["items"]] == official
+    assert [it["outcome"] for it in res["items"]] == outcomes
+    # and the per-box scores are the released loop's (not those of RGB-first crops)
+    with torch.no_grad():
+        for r, it in zip(recs, res["items"]):
+            tok = tiny_bundle.tokenizer([r["phrase"]])
+            t = F.normalize(text_features(tiny_bundle.model, tok.input_ids, tok.attention_mask), dim=-1)
+            x, y, w, h = r["bbox_list"][0]
+            crop = Image.open(root / r["image"]).crop((x, y, x + w, y + h))
+            v = F.normalize(image_features(tiny_bundle.model, tiny_bundle.transform([crop])), dim=-1)
+            assert it["scores"][0] == pytest.approx((v @ t.T).item(), abs=1e-5)

@@ -19,7 +19,9 @@ def test_train_help_teaches_every_option(capsys):
     out = capsys.readouterr().out
     for opt in ("--model", "--data", "--images", "--out", "--resume", "--hard-negatives",
                 "--hard-negative-margin", "--mix", "--original-ratio", "--val-fraction",
-                "--grad-accum", "--precision", "--save-openai", "torchrun", "examples:"):
+                "--grad-accum", "--precision", "--save-openai", "torchrun", "examples:",
+                "--recipe", "--clamp-logit-scale", "--split-by", "--val-loss", "--adamw-kernel",
+                "clip_finetune.py"):
         assert opt in out
 
 

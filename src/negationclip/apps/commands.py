@@ -57,6 +57,8 @@ class T2IConfig:
     vqa_backend: str = "hf"               # openai | hf
     vqa_url: str = "http://127.0.0.1:8000/v1"
     judge_device: str | None = None
+    act: str | None = None                # MLP activation of --text-encoder (None: its own)
+    judge_act: str | None = None          # MLP activation of the clip judge (None: its own)
 
 
 def _complete(run_dir: Path, prompts, seeds) -> bool:
@@ -67,7 +69,7 @@ def _complete(run_dir: Path, prompts, seeds) -> bool:
 
 
 def make_judge(kind: str, model: str | None, *, device: str = "cpu", vqa_backend: str = "hf",
-               vqa_url: str = "http://127.0.0.1:8000/v1"):
+               vqa_url: str = "http://127.0.0.1:8000/v1", act: str | None = None):
     from .negation_score import ClipJudge, VqaJudge
 
     if kind == "clip":
@@ -76,7 +78,7 @@ def make_judge(kind: str, model: str | None, *, device: str = "cpu", vqa_backend
                                     "openai/clip-vit-large-patch14, not the model under test)")
         from ..models import load_clip
 
-        return ClipJudge.from_bundle(load_clip(model, device=device))
+        return ClipJudge.from_bundle(load_clip(model, device=device, act=act))
     if kind == "vqa":
         opts = {"url": vqa_url} if vqa_backend == "openai" else {"device": device}
         return VqaJudge.from_backend(vqa_backend, model, **opts)
@@ -120,7 +122,7 @@ def run_t2i(cfg: T2IConfig, log: Log = print) -> dict:
             from transformers import CLIPTextModelWithProjection
 
             proj = isinstance(getattr(pipe, cfg.slot, None), CLIPTextModelWithProjection)
-            enc = D.load_text_encoder(cfg.text_encoder, with_projection=proj)
+            enc = D.load_text_encoder(cfg.text_encoder, with_projection=proj, act=cfg.act)
             report = D.swap_text_encoder(pipe, enc, slot=cfg.slot, tokenizer=cfg.tokenizer)
             swapped = True
             for line in report.lines():
@@ -141,7 +143,7 @@ def run_t2i(cfg: T2IConfig, log: Log = print) -> dict:
         from .negation_score import score_run
 
         judge = make_judge(cfg.judge, cfg.judge_model, device=cfg.judge_device or cfg.device,
-                           vqa_backend=cfg.vqa_backend, vqa_url=cfg.vqa_url)
+                           vqa_backend=cfg.vqa_backend, vqa_url=cfg.vqa_url, act=cfg.judge_act)
         scores = {}
         for label, run_dir in runs.items():
             s = score_run(run_dir, judge)
@@ -156,12 +158,13 @@ def run_t2i(cfg: T2IConfig, log: Log = print) -> dict:
 
 # --- segment ------------------------------------------------------------------------------------
 
-def _load_seg(clipseg: str, text_encoder: str | None, device: str, dtype: str, log: Log):
+def _load_seg(clipseg: str, text_encoder: str | None, device: str, dtype: str, log: Log,
+              act: str | None = None):
     from ..models.load import parse_dtype
     from .segmentation import load_negation_clipseg
 
     model, proc, report = load_negation_clipseg(clipseg, text_encoder, device=device,
-                                                dtype=parse_dtype(dtype))
+                                                dtype=parse_dtype(dtype), act=act)
     if report is not None:
         for line in report.lines():
             log(line)
@@ -170,7 +173,8 @@ def _load_seg(clipseg: str, text_encoder: str | None, device: str, dtype: str, l
 
 def run_segment(clipseg: str, image: str, texts: Sequence[str], out: str, *,
                 text_encoder: str | None = None, threshold: float = 0.5, device: str = "cpu",
-                dtype: str = "float32", mask_out: str | None = None, log: Log = print) -> dict:
+                dtype: str = "float32", mask_out: str | None = None, log: Log = print,
+                act: str | None = None) -> dict:
     """Overlay PNG (one panel per text, side by side) and optionally the binary mask PNGs."""
     from PIL import Image
 
@@ -182,7 +186,7 @@ def run_segment(clipseg: str, image: str, texts: Sequence[str], out: str, *,
     if not 0.0 < threshold < 1.0:
         raise NegationClipError(f"--threshold must be in (0, 1), not {threshold}")
     img = open_image(image)
-    model, proc, _ = _load_seg(clipseg, text_encoder, device, dtype, log)
+    model, proc, _ = _load_seg(clipseg, text_encoder, device, dtype, log, act=act)
     probs = segment_probs(model, proc, [img] * len(texts), list(texts))
     panels, areas = [], []
     for t, p in zip(texts, probs):
@@ -223,6 +227,7 @@ class SegEvalConfig:
     limit: int | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    act: str | None = None           # MLP activation of text_encoder (None: its own)
     extra: dict = field(default_factory=dict)
 
 
@@ -258,7 +263,8 @@ def run_segment_eval(cfg: SegEvalConfig, log: Log = print) -> dict:
               ("clipseg", "text_encoder", "threshold", "dtype", "format", "data"))
     atomic_write_json(Path(cfg.out) / "seg_eval_config.json", asdict(cfg))
     log(f"{cfg.format}: {len(samples)} expressions ({stats.expressions} read)")
-    model, proc, report = _load_seg(cfg.clipseg, cfg.text_encoder, cfg.device, cfg.dtype, log)
+    model, proc, report = _load_seg(cfg.clipseg, cfg.text_encoder, cfg.device, cfg.dtype, log,
+                                    act=cfg.act)
     label = "negationclipseg" if cfg.text_encoder else "clipseg"
     summary = E.evaluate_segmentation(E.clipseg_predictor(model, proc), samples, cfg.out,
                                       threshold=cfg.threshold, batch_size=cfg.batch_size,

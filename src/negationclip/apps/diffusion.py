@@ -80,7 +80,7 @@ def text_encoder_from_clip_model(clip_model, tokenizer, *, with_projection: bool
 
 
 def load_text_encoder(source: str | os.PathLike, *, with_projection: bool = False,
-                      dtype: torch.dtype = torch.float32) -> TextEncoder:
+                      dtype: torch.dtype = torch.float32, act: str | None = None) -> TextEncoder:
     """Read a text encoder from a CLIPTextModel folder or from any source ``load_clip`` reads."""
     path = Path(source)
     if _is_text_encoder_folder(path):
@@ -110,7 +110,7 @@ def load_text_encoder(source: str | os.PathLike, *, with_projection: bool = Fals
         return TextEncoder(model, tok, {"source": str(path), "format": "text-encoder-folder"})
     from ..models import load_clip
 
-    bundle = load_clip(str(source), dtype=dtype)
+    bundle = load_clip(str(source), dtype=dtype, act=act)
     prov = dict(getattr(bundle, "provenance", {}) or {})
     prov.setdefault("source", str(source))
     return text_encoder_from_clip_model(bundle.model, bundle.tokenizer.hf,

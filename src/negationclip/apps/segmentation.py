@@ -147,7 +147,8 @@ def _compare_vision(model, vision_state: dict[str, torch.Tensor]) -> str:
 
 
 def load_negation_clipseg(clipseg: str | os.PathLike, text_encoder: str | os.PathLike | None = None,
-                          *, device: str = "cpu", dtype: torch.dtype = torch.float32):
+                          *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                          act: str | None = None):
     """CLIPSeg (and processor) with the text encoder from ``text_encoder`` (any source
     ``load_clip`` reads, or a CLIPTextModelWithProjection folder); None keeps the original."""
     model, processor = load_clipseg(clipseg, device=device, dtype=dtype)
@@ -155,12 +156,12 @@ def load_negation_clipseg(clipseg: str | os.PathLike, text_encoder: str | os.Pat
     if text_encoder is not None:
         vision_state = None
         if _is_text_encoder_folder(Path(text_encoder)):
-            enc = load_text_encoder(text_encoder, with_projection=True, dtype=dtype)
+            enc = load_text_encoder(text_encoder, with_projection=True, dtype=dtype, act=act)
         else:
             from ..models import load_clip
             from .diffusion import text_encoder_from_clip_model
 
-            bundle = load_clip(str(text_encoder), dtype=dtype)
+            bundle = load_clip(str(text_encoder), dtype=dtype, act=act)
             prov = dict(bundle.provenance or {})
             prov.setdefault("source", str(text_encoder))
             enc = text_encoder_from_clip_model(bundle.model, bundle.tokenizer.hf,

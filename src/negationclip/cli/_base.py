@@ -28,6 +28,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def add_act_option(p, flag: str = "--act", what: str = "the CLIP checkpoint") -> None:
+    """The one ``--act`` option of every command that loads a CLIP (see ``models.load_clip``)."""
+    p.add_argument(flag, choices=["quick_gelu", "gelu"], default=None,
+                   help=f"MLP activation of {what}: OpenAI's CLIPs and NegationCLIP use quick_gelu, "
+                        "LAION open_clip models gelu. Default: read from the checkpoint "
+                        "(config.json, open_clip_config.json, a -quickgelu name); a bare state "
+                        "dict is assumed quick_gelu, with a note")
+
+
 def _parser(sub, name: str, help: str, description: str, epilog: str = ""):
     return sub.add_parser(name, help=help, description=description, epilog=epilog,
                           formatter_class=_Formatter)

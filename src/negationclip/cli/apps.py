@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..utils.paths import check_output
-from ._base import _parser
+from ._base import _parser, add_act_option
 from ._types import device, nonneg_float, nonneg_int, positive_int, probability
 
 # --- t2i / segment / segment-eval (apps) ---------------------------------------------------
@@ -70,6 +70,8 @@ def _add_t2i(sub) -> None:
     p.add_argument("--vqa-url", default="http://127.0.0.1:8000/v1",
                    help="OpenAI-compatible server URL (vqa judge with --vqa-backend openai)")
     p.add_argument("--judge-device", type=device, default=None, help="device of the judge (default: --device)")
+    add_act_option(p, what="--text-encoder")
+    add_act_option(p, "--judge-act", what="the clip judge's --judge-model")
     p.set_defaults(func=_cmd_t2i)
 
 
@@ -88,7 +90,8 @@ def _cmd_t2i(args) -> int:
         tokenizer=args.tokenizer, safety_checker=not args.no_safety_checker,
         save_pipeline=args.save_pipeline, sheet_rows=args.sheet_rows, thumb=args.thumb,
         judge=args.judge, judge_model=args.judge_model, vqa_backend=args.vqa_backend,
-        vqa_url=args.vqa_url, judge_device=args.judge_device))
+        vqa_url=args.vqa_url, judge_device=args.judge_device, act=args.act,
+        judge_act=args.judge_act))
     return 0
 
 
@@ -115,6 +118,7 @@ def _add_segment(sub) -> None:
     p.add_argument("--device", type=device, default="cpu", help="torch device")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="model dtype")
+    add_act_option(p, what="--text-encoder")
     p.set_defaults(func=_cmd_segment)
 
 
@@ -126,7 +130,8 @@ def _cmd_segment(args) -> int:
         check_output(args.mask_out, kind="file", option="--mask-out")
 
     run_segment(args.clipseg, args.image, args.text, args.out, text_encoder=args.text_encoder,
-                threshold=args.threshold, device=args.device, dtype=args.dtype, mask_out=args.mask_out)
+                threshold=args.threshold, device=args.device, dtype=args.dtype, mask_out=args.mask_out,
+                act=args.act)
     return 0
 
 
@@ -165,6 +170,7 @@ def _add_segment_eval(sub) -> None:
     p.add_argument("--device", type=device, default="cpu", help="torch device")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="model dtype")
+    add_act_option(p, what="--text-encoder")
     p.set_defaults(func=_cmd_segment_eval)
 
 
@@ -177,5 +183,5 @@ def _cmd_segment_eval(args) -> int:
         clipseg=args.clipseg, format=args.format, data=args.data, images=args.images, out=args.out,
         instances=args.instances, text_encoder=args.text_encoder, split=args.split,
         filter=args.filter, threshold=args.threshold, batch_size=args.batch_size, limit=args.limit,
-        device=args.device, dtype=args.dtype))
+        device=args.device, dtype=args.dtype, act=args.act))
     return 0

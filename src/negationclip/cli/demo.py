@@ -31,6 +31,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of generation and fine-tuning")
     p.add_argument("--base", default=None,
                    help="base model folder made by `world pretrain` (default: the shipped one)")
+    from ._base import add_act_option
+    add_act_option(p, what="--base (default: its config.json)")
     p.add_argument("--steps", type=positive_int, default=None, help="fine-tuning steps (default: the recipe's)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_demo)
@@ -40,8 +42,8 @@ def _cmd_demo(args) -> int:
     from ..demo import DemoConfig, run_demo
 
     check_output(args.out, kind="dir")
-    cfg = DemoConfig(out=args.out, quick=args.quick, ablation=args.ablation, compare=args.compare, seed=args.seed,
-                     base=args.base, threads=args.threads)
+    cfg = DemoConfig(out=args.out, quick=args.quick, ablation=args.ablation, compare=args.compare,
+                     seed=args.seed, base=args.base, threads=args.threads, act=args.act)
     if args.steps is not None:
         if args.quick:
             cfg.quick_steps = args.steps

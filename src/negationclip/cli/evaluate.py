@@ -54,6 +54,7 @@ _TYPES = {"int": nonneg_int, "float": nonneg_float}  # counts, seeds, sizes: nev
 
 def add_eval_parser(sub, make_parser) -> None:
     from ..evaluate.registry import all_inputs, registry
+    from ._base import add_act_option
 
     p = make_parser(sub, "eval", "benchmark one or more models side by side",
                     "Evaluate CLIP models on NegRefCOCOg, VALSE, NegBench (MCQ, retrieval), "
@@ -70,6 +71,7 @@ def add_eval_parser(sub, make_parser) -> None:
                         + "; NAME:PART runs one file of a multi-file benchmark (valse:existence)")
     p.add_argument("--list", action="store_true", help="list the benchmarks, their inputs and "
                                                        "official rules, and exit")
+    add_act_option(p, what="every --model (default: each checkpoint's own)")
     p.add_argument("--out", default="eval-results", help="output folder")
     p.add_argument("--cache-dir", default=None,
                    help="image-embedding cache folder ('none': memory only); default "
@@ -126,7 +128,13 @@ def run_eval_cli(args) -> int:
         return 0
     cfg = eval_config_from_args(args)
     check_output(cfg.out_dir, kind="dir", overwrite=args.overwrite)
-    results = run_eval(args.model, args.benchmark, cfg)
+    loader = None
+    if getattr(args, "act", None):
+        from ..models import load_clip
+
+        def loader(src, device, dtype):
+            return load_clip(src, device=device, dtype=dtype, act=args.act)
+    results = run_eval(args.model, args.benchmark, cfg, loader=loader)
     print(f"wrote {cfg.out_dir}/results.json, results.md, clip_benchmark/"
           + ("" if args.no_charts else ", charts/"))
     if results.get("errors"):

@@ -98,6 +98,8 @@ def add_generate_parser(sub, make_parser) -> None:
             "  negationclip generate p1 --captions world/captions_train.json \\\n"
             "      --instances world/instances_train.json --out p1.jsonl\n"
             "  negationclip generate p1 ... --random-objects --out randp1.jsonl   # ablation\n"
+            "  negationclip generate p1 ... --proposer openai --proposer-model llama3 \\\n"
+            "      --random-objects --out randp1.jsonl   # Rand-P1: the LLM names a random object\n"
             "  negationclip generate p1 ... --shard 3/8 --out p1.3.jsonl           # machine 4 of 8\n"
             "  negationclip generate p1 ... --out p1.jsonl --resume                # after a kill")
     p1.add_argument("--captions", required=True, help="COCO captions JSON")
@@ -107,7 +109,13 @@ def add_generate_parser(sub, make_parser) -> None:
     p1.add_argument("--images", default=None,
                     help="folder of the images (needed by openai/hf verifiers)")
     p1.add_argument("--random-objects", action="store_true",
-                    help="Rand-P1: draw the object at random instead of proposing it")
+                    help="Rand-P1: a random object instead of one proposed from the caption")
+    p1.add_argument("--random-source", choices=["auto", "llm", "categories"], default="auto",
+                    help="with --random-objects: llm asks the proposer's LLM the paper's prompt "
+                         "(system 'You are a helpful chatbot that answers with only one word.', "
+                         "user 'Name a random object.', one call per caption); categories draws "
+                         "uniformly from the category list (no model call); auto: llm with an "
+                         "openai/hf --proposer, categories with the rules proposer")
     p1.add_argument("--candidates", type=positive_int, default=1, help="objects tried per caption")
     p1.add_argument("--propose-per", choices=["image", "caption"], default="image",
                     help="image: one proposer call for all captions of an image (and objects any "
@@ -204,7 +212,8 @@ def _cmd_p1(args) -> int:
                      candidates=args.candidates, affirmed=_affirmed(args),
                      shard=parse_shard(args.shard), resume=args.resume, overwrite=args.overwrite,
                      limit=args.limit, seed=args.seed, chunk_size=args.chunk_size,
-                     cooccurrence=args.cooccurrence, propose_per=args.propose_per)
+                     cooccurrence=args.cooccurrence, propose_per=args.propose_per,
+                     random_source=args.random_source)
     _print_summary(summary)
     return 0 if not summary.get("items_error") else 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..utils.errors import NegationClipError
 from ..utils.paths import check_output
-from ._base import _parser
+from ._base import _parser, add_act_option
 from ._types import device, positive_int
 
 # --- convert / encode (models) -------------------------------------------------------------
@@ -26,6 +26,7 @@ def _add_convert(sub) -> None:
                         "or CLIPTextModel + tokenizer folder")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="dtype of the written weights")
+    add_act_option(p, what="--input")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.set_defaults(func=_cmd_convert)
 
@@ -36,7 +37,7 @@ def _cmd_convert(args) -> int:
 
     check_output(args.output, kind="file" if args.to == "openai" else "dir",
                  overwrite=args.overwrite, must_not_exist=True, option="--output")
-    bundle = load_clip(args.input, dtype=parse_dtype(args.dtype))
+    bundle = load_clip(args.input, dtype=parse_dtype(args.dtype), act=args.act)
     if args.to == "hf":
         save(bundle, args.output)
     elif args.to == "openai":
@@ -60,6 +61,7 @@ def _add_encode(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="encoding batch size")
     p.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_act_option(p, what="--model")
     p.set_defaults(func=_cmd_encode)
 
 
@@ -70,7 +72,7 @@ def _cmd_encode(args) -> int:
 
     if not args.text and not args.image:
         raise NegationClipError("encode: give at least one --text or --image")
-    bundle = load_clip(args.model, device=args.device)
+    bundle = load_clip(args.model, device=args.device, act=args.act)
     t = encode_text(bundle, args.text, batch_size=args.batch_size) if args.text else None
     i = encode_images(bundle, args.image, batch_size=args.batch_size) if args.image else None
     if t is not None and i is not None:

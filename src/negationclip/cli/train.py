@@ -8,14 +8,21 @@ from ._types import device, nonneg_float, nonneg_int, positive_float, positive_i
 # --- train (fine-tuning) ------------------------------------------------------------------
 
 def _add_train(sub) -> None:
-    from ..train.config import (HARD_NEGATIVES, METHOD_NAMES, MIXES, PRECISIONS, SCHEDULES, SPLITS,
-                                TrainConfig)
+    from ..train.config import (ADAMW_KERNELS, HARD_NEGATIVES, METHOD_NAMES, MIXES, PRECISIONS,
+                                RECIPES, SCHEDULES, SPLITS, VAL_LOSSES, TrainConfig)
 
     d = TrainConfig()
+    mine = TrainConfig.recipe("negationclip")
+
+    def by_recipe(field: str, show=str) -> str:
+        return (f"default by --recipe: paper {show(getattr(d, field))}, "
+                f"negationclip {show(getattr(mine, field))}")
     p = _parser(sub, "train", "fine-tune a CLIP on negation data with one of the field's methods",
                 "Fine-tuning with one of the field's negation methods (--method: negationclip, "
                 "conclip, negbench, tng, omni; each as its released code, with its recipe as the "
-                "default). The default, NegationCLIP: only the text encoder learns (vision tower, visual "
+                "default) on one of two sets of run choices (--recipe paper: the released "
+                "clip_finetune.py exactly; --recipe negationclip: this project's). The default, "
+                "NegationCLIP: only the text encoder learns (vision tower, visual "
                 "projection and final text layer norm frozen, as in the released script), with "
                 "CLIP's contrastive loss. Each image is encoded once through the frozen vision "
                 "tower into the shared image-embedding cache (exact, and reused by later runs and "
@@ -24,7 +31,15 @@ def _add_train(sub) -> None:
                 "and counted before training. The best model by validation loss is written to "
                 "OUT/best (Hugging Face folder); OUT/state holds what --resume needs; "
                 "OUT/log.jsonl the per-step log; OUT/loss_curve.png the loss curve. Runs "
-                "unchanged under torchrun / accelerate launch (loss over the global batch).",
+                "unchanged under torchrun / accelerate launch (loss over the global batch).\n\n"
+                "--recipe paper (the default) is the released clip_finetune.py of NegationCLIP "
+                "rule for rule: AdamW (torch defaults: betas 0.9/0.999, eps 1e-8, weight decay "
+                "0.01), lr 1e-6, batch 512, 15 epochs, fp32, logit scale trained and never "
+                "clamped, np.random.seed(42) + np.random.shuffle 80/20 split of the caption "
+                "list, validation loss = mean of per-batch means, best epoch by validation loss. "
+                "--recipe negationclip is this project's choices: --split-by image, --precision "
+                "auto (bf16 on CUDA), --clamp-logit-scale 100, --val-loss row_mean, "
+                "--adamw-kernel fused. Any single option overrides its recipe's value.",
                 "examples:\n"
                 "  negationclip train --model openai/clip-vit-base-patch32 \\\n"
                 "      --data p1.jsonl --data p2.jsonl --images coco/train2014 --out runs/negclip\n"
@@ -33,6 +48,9 @@ def _add_train(sub) -> None:
                 "  negationclip train --model world/base --data p1.jsonl --images world/images \\\n"
                 "      --out runs/hn --hard-negatives affirmed --mine-negative-images \\\n"
                 "      --hard-negative-margin 0.1 --lr 1e-5\n"
+                "  negationclip train --recipe negationclip --model ViT-B-32.pt \\\n"
+                "      --data p1.jsonl --images coco/train2014 --out runs/ours  # this project's choices\n"
+                "  negationclip train ... --precision bf16 --split-by image   # paper, two changes\n"
                 "  negationclip train ... --out runs/negclip --resume      # continue a killed run\n"
                 "  negationclip train --method conclip --model world/base \\\n"
                 "      --data p1+scene-negatives.jsonl --images world/images --out runs/conclip\n"
@@ -41,9 +59,15 @@ def _add_train(sub) -> None:
                 "  negationclip train --method negbench --train-vision none ...  # text-only NegBench\n"
                 "  negationclip train --method tng --method-option image_labels=released ...\n"
                 "  torchrun --nproc-per-node 4 -m negationclip.cli train ... # 4 GPUs, global batch")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
+                   help="paper: the released clip_finetune.py exactly; negationclip: this "
+                        "project's choices (split by image, bf16 on CUDA, logit scale capped at "
+                        "100, per-caption validation average, fused AdamW)")
     g = p.add_argument_group("inputs and outputs")
     g.add_argument("--model", required=True,
                    help="starting checkpoint: HF id or folder, OpenAI/open_clip .pt/.pth, .safetensors")
+    from ._base import add_act_option
+    add_act_option(g, what="--model")
     g.add_argument("--data", action="append", required=True, metavar="FILE",
                    help="caption file (repeat for several): generation JSONL (original, negated, "
                         "affirmed, ...), the released negationclip_captions_train2014.json layout "
@@ -98,6 +122,14 @@ def _add_train(sub) -> None:
     g.add_argument("--grad-accum", type=positive_int, default=d.grad_accum,
                    help="batches per optimizer step (negatives stay within each batch)")
     g.add_argument("--max-grad-norm", type=positive_float, default=None, help="clip gradients to this norm")
+    g.add_argument("--clamp-logit-scale", type=_cap, default=None, metavar="MAX|none",
+                   help="cap exp(logit_scale) at MAX after each step, as CLIP's pretraining does "
+                        "(100); none: never (the released script); "
+                        + by_recipe("clamp_logit_scale", lambda v: "none" if v is None else f"{v:g}"))
+    g.add_argument("--adamw-kernel", choices=ADAMW_KERNELS, default=None,
+                   help="default: torch's own AdamW implementation choice (the released script); "
+                        "fused: one kernel, same update up to float rounding, ~10x faster on CPU; "
+                        + by_recipe("adamw_kernel"))
     g.add_argument("--freeze-logit-scale", action="store_true",
                    help="keep the temperature fixed (the released script trains it)")
     g.add_argument("--train-final-layer-norm", action="store_true",
@@ -125,15 +157,23 @@ def _add_train(sub) -> None:
     g.add_argument("--val-fraction", type=probability, default=d.val_fraction,
                    help="held-out share for validation loss and best-checkpoint choice (0: none, "
                         "the last weights are kept)")
-    g.add_argument("--split-by", choices=SPLITS, default=d.split_by,
-                   help="split by image (no image in both parts) or by caption (the released way)")
+    g.add_argument("--split-by", choices=SPLITS, default=None,
+                   help="caption: the released split (np.random.seed(SEED), np.random.shuffle of "
+                        "the caption list, first --val-fraction validation; captions of one image "
+                        "can land on both sides); image: whole images go to one side; "
+                        + by_recipe("split_by"))
+    g.add_argument("--val-loss", choices=VAL_LOSSES, default=None,
+                   help="batch_mean: mean of per-batch means, batches in split order (the released "
+                        "script); row_mean: every validation caption weighs the same; "
+                        + by_recipe("val_loss"))
     g.add_argument("--dedupe-images", action="store_true",
                    help="avoid two captions of one image in a batch (they would be false negatives)")
     g = p.add_argument_group("runtime")
     g.add_argument("--seed", type=nonneg_int, default=d.seed, help="seed of the split and the batch order")
     g.add_argument("--device", type=device, default=d.device, help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="auto: bf16 autocast on CUDA when supported, fp32 on CPU")
+    g.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32 (the released script); auto: bf16 autocast on CUDA when supported, "
+                        "fp32 on CPU; bf16/fp16: autocast; " + by_recipe("precision"))
     g.add_argument("--compile", action="store_true", help="torch.compile the text tower")
     g.add_argument("--eval-every", type=positive_int, default=None, metavar="STEPS",
                    help="also validate every N steps (always after each epoch)")
@@ -162,30 +202,54 @@ def _cmd_train(args) -> int:
             raise NegationClipError(f"--method-option {kv!r}: expected KEY=VALUE")
         k, v = kv.split("=", 1)
         opts[k.strip()] = v.strip()
-    # what the user set wins; the rest is the method's released recipe, then TrainConfig's
+    # what the user set wins; the rest is the method's released recipe, then the run recipe's
+    # (--recipe paper|negationclip), then TrainConfig's
     given = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                     weight_decay=args.weight_decay, schedule=args.schedule,
-                                    warmup_steps=args.warmup_steps, max_steps=args.max_steps
+                                    warmup_steps=args.warmup_steps, max_steps=args.max_steps,
+                                    split_by=args.split_by, precision=args.precision,
+                                    val_loss=args.val_loss, adamw_kernel=args.adamw_kernel
                                     ).items() if v is not None}
+    if args.clamp_logit_scale is not None:
+        given["clamp_logit_scale"] = None if args.clamp_logit_scale == "none" else args.clamp_logit_scale
     if args.freeze_logit_scale:
         given["train_logit_scale"] = False
     if args.train_final_layer_norm:
         given["freeze_final_layer_norm"] = False
     cfg = recipe_config(
-        args.method, **given, method_options=opts, train_vision=args.train_vision,
-        instances=list(args.instances), grad_accum=args.grad_accum,
+        args.method, recipe=args.recipe, **given, method_options=opts,
+        train_vision=args.train_vision, instances=list(args.instances), grad_accum=args.grad_accum,
         max_grad_norm=args.max_grad_norm, mix=args.mix,
         original_ratio=args.original_ratio, hard_negatives=args.hard_negatives,
         hard_negative_margin=args.hard_negative_margin,
         hard_negative_weight=args.hard_negative_weight,
         mine_negative_images=args.mine_negative_images, val_fraction=args.val_fraction,
-        split_by=args.split_by, dedupe_images_in_batch=args.dedupe_images, seed=args.seed,
-        device=args.device, precision=args.precision, compile=args.compile,
+        dedupe_images_in_batch=args.dedupe_images, seed=args.seed,
+        device=args.device, compile=args.compile,
         eval_every_steps=args.eval_every, checkpoint_every_steps=args.checkpoint_every,
         log_every_steps=args.log_every, save_openai=args.save_openai,
         image_batch_size=args.image_batch_size, cache_dir=args.cache_dir)
-    res = finetune(args.model, args.data, cfg, args.out, image_root=args.images,
-                   resume=args.resume, val_records=args.val_data)
+    model, inplace = args.model, False
+    if args.act:  # loaded here with the chosen activation; finetune takes the bundle as it is
+        from ..models import load_clip
+        model, inplace = load_clip(args.model, act=args.act), True
+    res = finetune(model, args.data, cfg, args.out, image_root=args.images,
+                   resume=args.resume, val_records=args.val_data, inplace=inplace)
     if res.rank == 0:  # under torchrun every process returns; one summary is enough
         print(json.dumps(res.summary(), indent=2))
     return 0
+
+
+def _cap(text: str):
+    """``--clamp-logit-scale``: a number >= 1, or ``none``."""
+    import argparse
+
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (e.g. 100) or 'none', got {text!r}")
+    if not v >= 1:
+        raise argparse.ArgumentTypeError(f"the cap is on exp(logit_scale): use a value >= 1, got {v}")
+    return v

@@ -92,7 +92,9 @@ class CropLoader:
         if hit is None:
             self.decodes += 1
             try:
-                hit = open_image(path)
+                # the file's own mode, as negrefcocog_eval.py crops ``Image.open(p)``: the
+                # transform resizes in that mode and makes RGB by its rule (OpenAI's order)
+                hit = open_image(path, mode=None)
             except NegationClipError as e:
                 hit = e
             self._lru[path] = hit

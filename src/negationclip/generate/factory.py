@@ -9,6 +9,7 @@ from ..utils import NegationClipError
 from .backends.base import ChatBackend, Proposer, Rewriter, Verifier
 
 KINDS = ("rules", "openai", "hf")
+RANDOM_SOURCES = ("auto", "llm", "categories")
 DEFAULT_TEMPERATURE = {"proposer": 0.6, "verifier": 0.0, "rewriter": 0.6}  # the paper's
 
 
@@ -81,7 +82,22 @@ class RoleFactory:
         from .backends.llm import LLMProposer
         return LLMProposer(self.chat(opts, "proposer"), **self._llm_kw(opts, "proposer"))
 
-    def random_proposer(self, *, instances=None):
+    def random_proposer(self, opts: BackendOptions | None = None, *, instances=None,
+                        source: str = "auto") -> Proposer:
+        """Rand-P1's proposer. ``llm``: the paper's prompt ("Name a random object.") to the
+        proposer's LLM; ``categories``: a uniform draw from the category list (no model call);
+        ``auto``: ``llm`` when the proposer backend is an LLM, else ``categories``."""
+        if source not in RANDOM_SOURCES:
+            raise NegationClipError(f"--random-source {source!r}: choose from {', '.join(RANDOM_SOURCES)}")
+        kind = opts.kind if opts is not None else "rules"
+        if source == "auto":
+            source = "categories" if kind == "rules" else "llm"
+        if source == "llm":
+            if kind == "rules":
+                raise NegationClipError("--random-source llm asks an LLM: choose --proposer openai "
+                                        "or hf (or --random-source categories)")
+            from .backends.llm import LLMRandomProposer
+            return LLMRandomProposer(self.chat(opts, "proposer"), **self._llm_kw(opts, "proposer"))
         from .backends.rules import COCO_NAMES, RandomProposer
         return RandomProposer(instances.categories.values() if instances else COCO_NAMES)
 

@@ -27,6 +27,9 @@ def default_answer(body: dict) -> str:
     last, has_image = _text_of(msgs[-1]["content"]) if msgs else ("", False)
     if has_image or last.startswith("Is there"):
         return "No."
+    if last == "Name a random object.":  # Rand-P1, the paper's prompt
+        objects = ["Umbrella.", "Giraffe", "kite", "Toaster.", "surfboard"]
+        return objects[int(body.get("seed") or 0) % len(objects)]
     if "numbered captions" in system:
         n = len([ln for ln in last.splitlines() if re.match(r"^\d+\.", ln)])
         return "\n".join(f"{i + 1}. umbrella" for i in range(n))

@@ -32,8 +32,13 @@ def run_p1(captions: str | os.PathLike, out: str | os.PathLike, *,
            candidates: int = 1, affirmed: bool | None = None, shard: tuple[int, int] = (0, 1),
            resume: bool = False, overwrite: bool = False, limit: int | None = None,
            seed: int = 0, chunk_size: int | None = None, cooccurrence: str = "auto",
-           propose_per: str = "image", progress: bool | None = None) -> dict:
-    """Run P1 (or Rand-P1 with ``random_objects``) over a COCO captions file; returns counts."""
+           propose_per: str = "image", progress: bool | None = None,
+           random_source: str = "auto") -> dict:
+    """Run P1 (or Rand-P1 with ``random_objects``) over a COCO captions file; returns counts.
+
+    ``random_source`` (Rand-P1): ``llm`` asks the proposer's LLM the paper's "Name a random
+    object."; ``categories`` draws uniformly from the category list; ``auto`` (default): ``llm``
+    with an LLM proposer, ``categories`` with the rules proposer."""
     proposer = proposer or BackendOptions()
     verifier = verifier or BackendOptions()
     rewriter = rewriter or BackendOptions()
@@ -49,7 +54,9 @@ def run_p1(captions: str | os.PathLike, out: str | os.PathLike, *,
     factory = RoleFactory()
     try:
         if random_objects:
-            prop = factory.random_proposer(instances=inst)
+            prop = factory.random_proposer(proposer, instances=inst, source=random_source)
+            if getattr(prop, "one_call_per_caption", False):
+                propose_per = "caption"  # the released loop: one call per caption, no grouping
         else:
             prop = factory.proposer(proposer, instances=inst,
                                     captions=[c.caption for c in caps.captions],

@@ -33,6 +33,18 @@ def propose_messages(caption: str, k: int = 1) -> list[dict]:
     return msgs
 
 
+# Rand-P1 as the paper's code asks for it (NegationCLIP src/data_generation.py,
+# get_candidate_object with use_random=True): this exact system and user turn, one call per
+# caption, no caption in the prompt. Kept verbatim: it is what "Rand-P1" means.
+RANDOM_OBJECT_SYSTEM = "You are a helpful chatbot that answers with only one word."
+RANDOM_OBJECT_PROMPT = "Name a random object."
+
+
+def random_object_messages() -> list[dict]:
+    return [{"role": "system", "content": RANDOM_OBJECT_SYSTEM},
+            {"role": "user", "content": RANDOM_OBJECT_PROMPT}]
+
+
 GROUP_SYSTEM = (
     "You are given the numbered captions of one image. For each caption, name an object that "
     "is NOT mentioned in any of the captions but that would plausibly appear in such a scene. "

@@ -84,7 +84,8 @@ def encode_pixels(bundle: "ClipBundle", pixel_values: torch.Tensor, normalize: b
 def encode_images(bundle: "ClipBundle", images: Sequence[Image.Image | str | os.PathLike], *,
                   batch_size: int = 64, normalize: bool = True, show_progress: bool = True
                   ) -> torch.Tensor:
-    """Embed PIL images or image paths (paths are opened with ``open_image``: a bad file is a
+    """Embed PIL images or image paths (paths are opened with ``open_image(p, mode=None)``, in
+    the file's own mode as ``preprocess(Image.open(p))`` sees them; a bad file is a
     NegationClipError naming it). For many images over many runs use ImageEmbeddingCache."""
     batch_size = positive_int(batch_size, "encode_images: batch_size")
     if isinstance(images, (str, os.PathLike, Image.Image)):
@@ -95,7 +96,7 @@ def encode_images(bundle: "ClipBundle", images: Sequence[Image.Image | str | os.
     bar = progress(total=len(images), desc="encode images", unit="img",
                    disable=None if (show_progress and len(images) > batch_size) else True)
     for s in range(0, len(images), batch_size):
-        chunk = [im if isinstance(im, Image.Image) else open_image(im)
+        chunk = [im if isinstance(im, Image.Image) else open_image(im, mode=None)
                  for im in images[s: s + batch_size]]
         out[s: s + len(chunk)] = encode_pixels(bundle, bundle.transform(chunk), normalize).cpu()
         bar.update(len(chunk))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.flo
            "bf16": torch.bfloat16}
 _CKPT_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".safetensors"}
 _OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+#: MLP activations: OpenAI's CLIPs (and NegationCLIP) use QuickGELU, LAION open_clip ones GELU.
+ACTS = ("quick_gelu", "gelu")
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -66,17 +69,111 @@ class ClipBundle:
 
 
 def _bundle_from_openai_sd(sd: dict, source: str, fmt: str, dtype: torch.dtype,
-                           hidden_act: str) -> ClipBundle:
+                           act: tuple[str, str], transform_cfg: dict | None = None) -> ClipBundle:
     from .convert import openai_to_hf
 
     try:
-        model = openai_to_hf(sd, hidden_act=hidden_act, dtype=dtype)
+        model = openai_to_hf(sd, hidden_act=act[0], dtype=dtype)
     except NegationClipError as e:
         raise NegationClipError(f"{source}: {e}") from None
     ctx = model.config.text_config.max_position_embeddings
-    return ClipBundle(model, ClipTokenizer(context_length=ctx),
-                      ImageTransform(image_size=model.config.vision_config.image_size),
-                      {"source": source, "format": fmt, "activation": hidden_act})
+    size = model.config.vision_config.image_size
+    transform = ImageTransform(image_size=size, **(transform_cfg or {}))
+    return ClipBundle(model, ClipTokenizer(context_length=ctx), transform,
+                      {"source": source, "format": fmt, "act": act[0], "act_origin": act[1]})
+
+
+# --- activation ---------------------------------------------------------------------------
+
+def _check_act(act: str | None) -> str | None:
+    if act is not None and act not in ACTS:
+        raise NegationClipError(f"unknown activation {act!r}; use one of {', '.join(ACTS)}")
+    return act
+
+
+def _open_clip_config(folder: Path) -> dict | None:
+    f = folder / "open_clip_config.json"
+    if not f.is_file():
+        return None
+    from ..utils.io import load_json
+    cfg = load_json(f)
+    if not isinstance(cfg, dict):
+        raise NegationClipError(f"{f}: expected a JSON object")
+    return cfg
+
+
+def _open_clip_transform(cfg: dict | None, where: Path) -> dict:
+    """ImageTransform fields from open_clip's ``preprocess_cfg`` (its default transform is
+    torchvision Resize + CenterCrop, i.e. the "openai" rule, with its own mean/std)."""
+    pre = (cfg or {}).get("preprocess_cfg") or {}
+    out: dict = {}
+    if "mean" in pre:
+        out["mean"] = tuple(pre["mean"])
+    if "std" in pre:
+        out["std"] = tuple(pre["std"])
+    mode, interp = pre.get("resize_mode", "shortest"), pre.get("interpolation", "bicubic")
+    if mode != "shortest" or interp not in ("bicubic", "bilinear"):
+        raise NegationClipError(f"{where}/open_clip_config.json: preprocess resize_mode={mode!r}, "
+                                f"interpolation={interp!r} is not supported (only 'shortest')")
+    out["resample"] = interp
+    return out
+
+
+def _torchscript_act(path: Path) -> str | None:
+    """The activation a TorchScript archive's module classes name (QuickGELU or nn.GELU)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        pkl = next((n for n in zf.namelist() if n.endswith("/data.pkl")), None)
+        data = zf.read(pkl) if pkl else b""
+    if b"QuickGELU" in data:
+        return "quick_gelu"
+    if b"activation.GELU" in data:
+        return "gelu"
+    return None
+
+
+def _source_act(path: Path, fmt: str) -> tuple[str, str] | None:
+    """What the checkpoint itself says about its activation: (act, where it was read)."""
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir() or path.name in _OPEN_CLIP_FILES:
+        cfg = _open_clip_config(folder)
+        if cfg is not None:
+            mc = cfg.get("model_cfg", cfg)
+            q = bool(mc.get("quick_gelu", False)) if isinstance(mc, dict) else False
+            return ("quick_gelu" if q else "gelu"), f"{folder / 'open_clip_config.json'} (model_cfg.quick_gelu={q})"
+    for name in (path.name, folder.name):
+        if "quickgelu" in name.lower().replace("_", "").replace("-", ""):
+            return "quick_gelu", f"the name {name!r} (-quickgelu)"
+    if fmt == "torchscript":
+        act = _torchscript_act(path)
+        if act is not None:
+            return act, "the TorchScript archive's module classes"
+    return None
+
+
+def _resolve_act(act: str | None, found: tuple[str, str] | None, src: str) -> tuple[str, str]:
+    if act is not None:
+        if found is not None and found[0] != act:
+            print(f"note: {src}: using act={act} (option) although {found[1]} says {found[0]}",
+                  file=sys.stderr)
+        return act, "option"
+    if found is not None:
+        return found
+    print(f"note: {src} does not say which activation it uses; assuming quick_gelu (OpenAI, "
+          "NegationCLIP); pass --act gelu (act='gelu') for LAION open_clip models", file=sys.stderr)
+    return "quick_gelu", "assumed (the checkpoint does not say)"
+
+
+def set_activation(model, act: str) -> None:
+    """Switch every MLP of a ``CLIPModel`` (and its config) to ``act``."""
+    from transformers.activations import ACT2FN
+
+    for sub, enc in ((model.config.text_config, model.text_model.encoder),
+                     (model.config.vision_config, model.vision_model.encoder)):
+        sub.hidden_act = act
+        for layer in enc.layers:
+            layer.mlp.activation_fn = ACT2FN[act]
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -92,12 +189,24 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _load_hf(source: str, dtype: torch.dtype, local_only: bool) -> ClipBundle:
+def _hub_file(source: str, name: str, local_only: bool) -> Path | None:
+    """A file of a hub model from the local cache (or the hub), None when it has none."""
+    try:
+        from transformers.utils import cached_file
+        f = cached_file(source, name, local_files_only=local_only,
+                        _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False)
+    except (OSError, ValueError):
+        return None
+    return Path(f) if f else None
+
+
+def _load_hf(source: str, dtype: torch.dtype, local_only: bool, act: str | None = None) -> ClipBundle:
     from transformers import CLIPModel
 
     if not local_only and not Path(source).is_dir():
         try:  # the local cache first, then the hub only if it answers
-            return _load_hf(source, dtype, local_only=True)
+            return _load_hf(source, dtype, local_only=True, act=act)
         except NegationClipError:
             if not _hub_reachable():
                 raise NegationClipError(
@@ -116,15 +225,25 @@ def _load_hf(source: str, dtype: torch.dtype, local_only: bool) -> ClipBundle:
     ctx = model.config.text_config.max_position_embeddings
     folder = Path(source)
     tokenizer = ClipTokenizer(context_length=ctx)
-    transform = ImageTransform(image_size=model.config.vision_config.image_size)
-    if folder.is_dir():
-        if (folder / "tokenizer.json").exists() or (folder / "vocab.json").exists():
-            tokenizer = ClipTokenizer.from_pretrained(folder, context_length=ctx)
-        if (folder / "preprocessor_config.json").exists():
-            from ..utils.io import load_json
-            transform = ImageTransform.from_hf_config(load_json(folder / "preprocessor_config.json"),
-                                                      model.config.vision_config.image_size)
-    prov = {"source": source, "format": "huggingface"}
+    size = model.config.vision_config.image_size
+    pre = folder / "preprocessor_config.json" if folder.is_dir() else _hub_file(
+        source, "preprocessor_config.json", local_only)
+    if pre is not None and pre.is_file():
+        from ..utils.io import load_json
+        transform = ImageTransform.from_hf_config(load_json(pre), size, where=str(pre))
+    else:  # no processor config: CLIPImageProcessor's defaults at the model's size
+        transform = ImageTransform(image_size=size, rule="hf")
+    if folder.is_dir() and ((folder / "tokenizer.json").exists() or (folder / "vocab.json").exists()):
+        tokenizer = ClipTokenizer.from_pretrained(folder, context_length=ctx)
+    t_act, v_act = model.config.text_config.hidden_act, model.config.vision_config.hidden_act
+    here = t_act if t_act == v_act else f"text {t_act}, vision {v_act}"
+    if act is None:
+        chosen = (here, "config.json hidden_act")
+    else:
+        chosen = _resolve_act(act, (here, "config.json hidden_act"), source)
+        if act != t_act or act != v_act:
+            set_activation(model, act)
+    prov = {"source": source, "format": "huggingface", "act": chosen[0], "act_origin": chosen[1]}
     extra = folder / "negationclip.json"
     if folder.is_dir() and extra.exists():
         from ..utils.io import load_json
@@ -133,17 +252,24 @@ def _load_hf(source: str, dtype: torch.dtype, local_only: bool) -> ClipBundle:
 
 
 def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
-              dtype: str | torch.dtype | None = torch.float32, *, hidden_act: str = "quick_gelu",
+              dtype: str | torch.dtype | None = torch.float32, *, act: str | None = None,
               local_files_only: bool | None = None) -> ClipBundle:
     """Load any CLIP checkpoint as a Hugging Face ``CLIPModel`` bundle.
 
     ``source``: a Hugging Face id or folder; an OpenAI/open_clip ``.pt``/``.pth`` (TorchScript
     read without executing code, state dicts with ``torch.load(weights_only=True)``), e.g. the
-    released NegationCLIP checkpoints; or a ``.safetensors`` state dict. ``hidden_act`` is the
-    MLP activation of bare state dicts: OpenAI and NegationCLIP use ``quick_gelu``; open_clip
-    models trained from scratch (LAION) use ``gelu``. The hub is only asked when
-    ``HF_HUB_OFFLINE`` is unset and ``local_files_only`` is not True.
+    released NegationCLIP checkpoints; an open_clip folder (``open_clip_config.json`` + weights);
+    or a ``.safetensors`` state dict.
+
+    ``act`` (``"quick_gelu"`` | ``"gelu"``) is the MLP activation; None reads it from the source
+    (``config.json`` ``hidden_act``, ``open_clip_config.json`` ``model_cfg.quick_gelu``, a
+    ``-quickgelu`` name, a TorchScript archive's classes) and, where the source cannot tell (a
+    bare state dict), assumes OpenAI's ``quick_gelu`` with a note on stderr. The choice and where
+    it came from are in ``bundle.provenance["act"]`` / ``["act_origin"]``; the preprocessing
+    rule in ``["preprocessing"]``. The hub is only asked when ``HF_HUB_OFFLINE`` is unset and
+    ``local_files_only`` is not True.
     """
+    act = _check_act(act)
     dt = parse_dtype(dtype)
     if not isinstance(device, torch.device):
         check_device(device)  # a device this machine lacks fails before the weights are read
@@ -151,14 +277,16 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(src).expanduser()
     if path.is_dir():
         if (path / "config.json").exists():
-            bundle = _load_hf(str(path), dt, local_only=True)
+            bundle = _load_hf(str(path), dt, local_only=True, act=act)
         else:
             ckpt = next((path / f for f in _OPEN_CLIP_FILES if (path / f).exists()), None)
             if ckpt is None:
                 raise NegationClipError(f"{path}: folder has neither config.json (Hugging Face) nor "
                                         f"an open_clip checkpoint ({', '.join(_OPEN_CLIP_FILES)})")
             from .convert import read_checkpoint
-            bundle = _bundle_from_openai_sd(read_checkpoint(ckpt), src, "open_clip", dt, hidden_act)
+            chosen = _resolve_act(act, _source_act(path, "open_clip"), src)
+            bundle = _bundle_from_openai_sd(read_checkpoint(ckpt), src, "open_clip", dt, chosen,
+                                            _open_clip_transform(_open_clip_config(path), path))
     elif path.is_file():
         from .convert import _is_torchscript, read_checkpoint
         fmt = "torchscript" if _is_torchscript(path) else (
@@ -169,9 +297,12 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
             if not cfg.exists():
                 raise NegationClipError(f"{path}: Hugging Face-layout weights need the config.json "
                                         f"beside them; load the folder {path.parent} instead")
-            bundle = _load_hf(str(path.parent), dt, local_only=True)
+            bundle = _load_hf(str(path.parent), dt, local_only=True, act=act)
         else:
-            bundle = _bundle_from_openai_sd(sd, src, fmt, dt, hidden_act)
+            chosen = _resolve_act(act, _source_act(path, fmt), src)
+            tcfg = (_open_clip_transform(_open_clip_config(path.parent), path.parent)
+                    if path.name in _OPEN_CLIP_FILES else None)
+            bundle = _bundle_from_openai_sd(sd, src, fmt, dt, chosen, tcfg)
     else:
         looks_like_path = (path.suffix in _CKPT_SUFFIXES or src.startswith((".", "/", "~"))
                            or os.sep in src.strip("/").split("/", 1)[-1] or src.count("/") > 1)
@@ -179,5 +310,6 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
             raise NegationClipError(f"{src}: no such checkpoint file or folder")
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         local = offline if local_files_only is None else local_files_only
-        bundle = _load_hf(src, dt, local_only=local)
+        bundle = _load_hf(src, dt, local_only=local, act=act)
+    bundle.provenance["preprocessing"] = bundle.transform.describe()
     return bundle.to(device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 
@@ -44,9 +45,9 @@ def export_openai(bundle: ClipBundle, path: str | os.PathLike) -> Path:
             raise NegationClipError(
                 f"the {name} tower has {sub.num_attention_heads} heads for width {sub.hidden_size}; "
                 "the OpenAI layout implies width // 64 heads, so the export would load wrongly")
-        if sub.hidden_act != "quick_gelu":
+        if sub.hidden_act != "quick_gelu":  # a bare state dict cannot say; loaders assume QuickGELU
             print(f"note: the {name} tower uses {sub.hidden_act}; load the export with "
-                  f"hidden_act={sub.hidden_act!r}")
+                  f"--act {sub.hidden_act} (act={sub.hidden_act!r})", file=sys.stderr)
     sd = hf_to_openai(bundle.model)
     path = Path(path)
     if path.suffix == ".safetensors":

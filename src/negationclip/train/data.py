@@ -234,25 +234,34 @@ def build_examples(records: Sequence[CaptionRecord], *, image_root: str | Path |
     return rows, notes
 
 
-def split_examples(examples: Sequence[Example], val_fraction: float, *, by: str = "image",
-                   seed: int = 0) -> tuple[list[Example], list[Example]]:
-    """Seeded train/validation split, by image (no image in both) or by caption (the released way)."""
+def split_examples(examples: Sequence[Example], val_fraction: float, *, by: str = "caption",
+                   seed: int = 42) -> tuple[list[Example], list[Example]]:
+    """Seeded train/validation split, by caption (the released rule) or by image.
+
+    ``caption``: the released ``clip_finetune.py`` rule: ``np.random.seed(seed)``, shuffle the
+    list of row indices with ``np.random.shuffle``, the first ``floor(val_fraction * n)`` are
+    validation, the rest training, both in that shuffled order (what its ``Subset``s hold, so
+    validation batches come out as the released ones). ``image``: whole images go to one side
+    (``random.Random(seed)`` over the sorted image keys), so no image has captions in both.
+    """
     if val_fraction <= 0 or len(examples) < 2:
         return list(examples), []
-    rng = random.Random(seed)
     if by == "caption":
+        import numpy as np
+
         idx = list(range(len(examples)))
-        rng.shuffle(idx)
+        np.random.RandomState(seed).shuffle(idx)   # = np.random.seed(seed); np.random.shuffle
         n_val = int(math.floor(val_fraction * len(idx)))
-        val = set(idx[:n_val])
-    else:
-        images = sorted({e.image for e in examples})
-        rng.shuffle(images)
-        n_val = int(math.floor(val_fraction * len(images)))
-        val_images = set(images[:n_val])
-        val = {i for i, e in enumerate(examples) if e.image in val_images}
-    train = [e for i, e in enumerate(examples) if i not in val]
-    return train, [e for i, e in enumerate(examples) if i in val]
+        return [examples[i] for i in idx[n_val:]], [examples[i] for i in idx[:n_val]]
+    if by != "image":
+        raise NegationClipError(f"unknown split {by!r} (choose caption or image)")
+    rng = random.Random(seed)
+    images = sorted({e.image for e in examples})
+    rng.shuffle(images)
+    n_val = int(math.floor(val_fraction * len(images)))
+    val_images = set(images[:n_val])
+    return ([e for e in examples if e.image not in val_images],
+            [e for e in examples if e.image in val_images])
 
 
 def originals_by_image(records: Sequence[CaptionRecord], image_root) -> dict[str, list[str]]:

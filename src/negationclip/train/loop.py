@@ -76,10 +76,14 @@ def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, fused where torch supports it for the device (CPU and CUDA since torch 2.4): on a
-    ViT-B/32 text tower (63M parameters, 25M of them the token embedding, whose gradient is
-    dense) the fused step is ~10x faster than the per-tensor loop on CPU."""
+    """AdamW. ``adamw_kernel="default"``: torch's own choice of implementation, as the released
+    ``torch.optim.AdamW(model.parameters(), lr=...)`` gets it. ``"fused"``: the fused kernel
+    where torch supports it for the device (CPU and CUDA since torch 2.4): the same update up
+    to float rounding; on a ViT-B/32 text tower (63M parameters, 25M of them the token
+    embedding, whose gradient is dense) ~10x faster than the per-tensor loop on CPU."""
     kw = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.adamw_kernel != "fused":
+        return torch.optim.AdamW(params, **kw)
     try:
         return torch.optim.AdamW(params, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):
@@ -144,8 +148,13 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
         raise NegationClipError(
             f"empty training set: {len(recs)} records gave no {cfg.mix} captions"
             + (f" ({', '.join(f'{v} {k}' for k, v in skipped.items())} skipped)" if skipped else ""))
-    n_train_rows = len(examples)
-    if val_records is not None:  # an explicit validation set instead of a random split
+    if val_records is None:  # split the whole caption list, as the released script does, so
+        # its indices do not shift when some images turn out unreadable below
+        tr_ex, va_ex = split_examples(examples, cfg.val_fraction, by=cfg.split_by, seed=cfg.seed)
+        examples = tr_ex + va_ex
+        n_train_rows = len(tr_ex)
+    else:  # an explicit validation set instead of a random split
+        n_train_rows = len(examples)
         vrecs, _ = _records(val_records, image_root)
         vex, _ = method.build_rows(vrecs, image_root=image_root, cfg=cfg, validation=True)
         examples = examples + vex
@@ -188,10 +197,7 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
         raise NegationClipError(
             f"empty training set: all {len(examples)} captions point to images that are missing or "
             f"unreadable (e.g. {next(iter(failed.values()), '?')}); check the image root")
-    if val_records is not None:
-        train, val = kept, kept_val
-    else:
-        train, val = split_examples(kept, cfg.val_fraction, by=cfg.split_by, seed=cfg.seed)
+    train, val = kept, kept_val
     if cfg.mine_negative_images:
         train, n_mined = mine_negative_images(train, originals_by_image(recs, image_root),
                                               seed=cfg.seed)
@@ -290,14 +296,18 @@ class _Trainer:
         if not self.d.val:
             return None
         self.model.eval()
+        # batch_mean (released): batches in split order, the mean of the per-batch means;
+        # row_mean: a seeded shuffled order, every caption weighing the same
+        row_mean = self.cfg.val_loss == "row_mean"
         batches = epoch_batches(len(self.d.val), self.cfg.batch_size, epoch=-1, seed=self.cfg.seed,
-                                min_size=self.info.world)
+                                min_size=self.info.world, shuffle=row_mean)
         total = n = 0.0
         for b in batches:
             rows = [self.d.val[i] for i in shard(b, self.info.rank, self.info.world)]
             loss = self._plain_loss(rows)
-            total += loss * len(b)
-            n += len(b)
+            w = len(b) if row_mean else 1
+            total += loss * w
+            n += w
         return total / n if n else None
 
     def _plain_loss(self, rows: Sequence[Example]) -> float:
@@ -471,8 +481,9 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
             else:
                 opt.step()
             sched.step()
-            with torch.no_grad():  # CLIP caps the temperature at 100
-                model.logit_scale.clamp_(0, math.log(100))
+            if cfg.clamp_logit_scale is not None:  # opt-in: the released script never clamps
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, math.log(cfg.clamp_logit_scale))
             step += 1
             group_pos += 1
             rows_done = sum(len(b) for b in group)

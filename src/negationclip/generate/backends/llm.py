@@ -54,6 +54,35 @@ class LLMProposer(_ChatRole, Proposer):
         return out
 
 
+class LLMRandomProposer(_ChatRole, Proposer):
+    """Rand-P1 with an LLM, as the paper's code does it: the released prompt ("Name a random
+    object.", no caption), one call per caption and candidate (``k`` calls with distinct
+    seeds for ``k`` candidates); the answer is cleaned like any proposal."""
+
+    one_call_per_caption = True  # nothing to share between an image's captions
+
+    def describe(self) -> dict:
+        return {**super().describe(), "prompt": "released Rand-P1: 'Name a random object.'"}
+
+    def propose(self, tasks: list[ProposeTask]) -> list[ProposeResult]:
+        reqs, owner = [], []
+        for i, t in enumerate(tasks):
+            for j in range(max(1, t.k)):
+                reqs.append(self._req(prompts.random_object_messages(), t.seed + j))
+                owner.append(i)
+        out = [ProposeResult([], calls=0) for _ in tasks]
+        for i, res in zip(owner, self.chat.chat(reqs) if reqs else []):
+            r = out[i]
+            r.calls += 1
+            if res.error:
+                r.error = r.error or res.error
+                continue
+            for name in parse_objects(res.text, 1):
+                if name not in r.objects:
+                    r.objects.append(name)
+        return out
+
+
 class LLMVerifier(_ChatRole, Verifier):
     needs_pixels = True
 

@@ -36,14 +36,15 @@ def get_method(name: str, options: dict[str, Any] | None = None) -> Method:
     return cls(options or {})
 
 
-def recipe_config(name: str, **overrides):
-    """``TrainConfig`` with method ``name``'s released recipe, then ``overrides`` on top."""
+def recipe_config(name: str, *, recipe: str = "paper", **overrides):
+    """``TrainConfig`` of run recipe ``recipe`` (``TrainConfig.recipe``: ``paper`` or
+    ``negationclip``), with method ``name``'s released recipe on top, then ``overrides``."""
     from ..config import TrainConfig
 
     cls = METHODS.get(name)
     if cls is None:
         raise NegationClipError(f"unknown training method {name!r}; known: {', '.join(METHODS)}")
-    return TrainConfig(**{**cls.recipe, "method": name, **overrides})
+    return TrainConfig.recipe(recipe, **{**cls.recipe, "method": name, **overrides})
 
 
 __all__ = ["METHODS", "Method", "StepContext", "get_method", "method_names", "recipe_config"]

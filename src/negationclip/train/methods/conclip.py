@@ -65,7 +65,8 @@ class ConClip(Method):
     needs = ("negated", "affirmed")
     # src/training_utils/helpers.py defaults and run_finetuning.sh
     recipe = dict(lr=1e-6, weight_decay=0.2, batch_size=200, epochs=5, warmup_steps=50,
-                  schedule="cosine", freeze_final_layer_norm=False, train_logit_scale=True)
+                  schedule="cosine", freeze_final_layer_norm=False, train_logit_scale=True,
+                  clamp_logit_scale=100.0)  # their open_clip training caps exp(logit_scale) at 100
     train_vision = "none"
 
     def __init__(self, options=None):

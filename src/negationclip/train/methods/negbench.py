@@ -45,7 +45,9 @@ class NegBench(Method):
     summary = "CLIP loss + multiple-choice CE (0.99 / 0.01); both towers"
     source = "github:m1k2zoo/negbench benchmarks/src/open_clip/loss.py"
     needs = ("negated", "affirmed")
-    recipe = dict(lr=1e-8, weight_decay=0.2, freeze_final_layer_norm=False, train_logit_scale=True)
+    # open_clip's training loop (vendored there) caps exp(logit_scale) at 100 after each step
+    recipe = dict(lr=1e-8, weight_decay=0.2, freeze_final_layer_norm=False, train_logit_scale=True,
+                  clamp_logit_scale=100.0)
     options = {"contrastive_weight": 0.99, "mcq_weight": 0.01, "mcq_normalize": False}
     train_vision = "all"
 
