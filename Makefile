@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) "torch==2.13.0"
-	$(PIP) -e ".[test,app]"
+	$(PIP) -e ".[test,app,report]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -36,7 +36,8 @@ test: setup browser
 
 # Every speed script (each: interleaved runs, median [min-max], fraction of the matmul peak,
 # load average; JSON in benchmarks/results/), then one table: benchmarks/results/summary.md.
-# More runs: make bench BENCH_ARGS="--runs 5". Sized for about 10 minutes on a quiet 2-core machine.
+# More runs: make bench BENCH_ARGS="--runs 5". Sized for about 12 minutes on a quiet 2-core machine
+# (generate_throughput also runs its replica arms: 1 vs 4 servers, one killed, ~2 minutes).
 BENCHES := eval_speed encode_text train_speed generate_calls generate_throughput negworld_render
 BENCH_ARGS ?=
 

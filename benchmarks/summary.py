@@ -24,6 +24,7 @@ from _harness import RESULTS, fmt  # noqa: E402
 START, END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
 OFF_PROTOCOL: list[str] = []  # result files of scripts not on the protocol (listed, not tabled)
 ORDER = ["eval_speed", "encode_text", "train_speed", "generate_calls", "generate_throughput",
+         "generate_replicas", "train_scale",
          "negworld_render"]
 
 

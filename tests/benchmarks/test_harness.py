@@ -143,3 +143,15 @@ def test_quick_run_writes_json(script, tmp_path):
     if script == "encode_text":
         assert got["checks"]["max_abs_diff"] < 1e-5
         assert got["arms"]["pad77"]["flops"] > got["arms"]["dynamic"]["flops"] > 0
+
+
+def test_replica_arms_kill_a_server_and_lose_nothing(tmp_path):
+    mod = __import__("generate_throughput")
+    out = tmp_path / "rep.json"
+    assert mod.main(["--quick", "--only-replicas", "--threads", "1", "--replicas-out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    checks = got["record_checks"]
+    many = [c for c in checks if c["kill"]]
+    assert many and all(c["killed"] for c in many)  # a server died in every 4-server run
+    assert all(c["lost"] == c["doubled"] == c["unexpected"] == 0 and c["records"] > 0 for c in checks)
+    assert got["targets"][1]["met"] is True

@@ -181,6 +181,11 @@ def _add_train(sub) -> None:
                    help="write the resume state every N steps (and at the end)")
     g.add_argument("--log-every", type=positive_int, default=d.log_every_steps, metavar="STEPS",
                    help="write a log.jsonl record every N steps")
+    g.add_argument("--report-to", default=d.report_to, metavar="WHERE",
+                   choices=("auto", "tensorboard", "wandb", "none"),
+                   help="also log loss, lr, validation loss, captions/s (and GPU memory on CUDA) "
+                        "to tensorboard (OUT/tensorboard), wandb, or none; auto: tensorboard when "
+                        "installed (pip install negationclip[report]), else none")
     g.add_argument("--image-batch-size", type=positive_int, default=d.image_batch_size,
                    help="batch size of the one-off image-embedding pass")
     p.set_defaults(func=_cmd_train)
@@ -228,7 +233,8 @@ def _cmd_train(args) -> int:
         device=args.device, compile=args.compile,
         eval_every_steps=args.eval_every, checkpoint_every_steps=args.checkpoint_every,
         log_every_steps=args.log_every, save_openai=args.save_openai,
-        image_batch_size=args.image_batch_size, cache_dir=args.cache_dir)
+        image_batch_size=args.image_batch_size, cache_dir=args.cache_dir,
+        report_to=args.report_to)
     model, inplace = args.model, False
     if args.act:  # loaded here with the chosen activation; finetune takes the bundle as it is
         from ..models import load_clip

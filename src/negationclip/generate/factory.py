@@ -31,6 +31,15 @@ class BackendOptions:
     top_p: float = 0.9
     max_tokens: int = 64
 
+    def slots(self) -> int:
+        """Requests this role can have in flight at once: per-server concurrency times the
+        number of servers (openai), the batch (hf), else 1; sizes the runner's chunks so
+        several replicas are all kept busy."""
+        if self.kind == "openai":
+            from .backends.openai_compat import split_urls
+            return self.concurrency * len(split_urls(self.url))
+        return self.batch_size if self.kind == "hf" else 1
+
 
 class RoleFactory:
     def __init__(self):

@@ -63,8 +63,7 @@ def run_p1(captions: str | os.PathLike, out: str | os.PathLike, *,
                                     cooccurrence=cooccurrence)
         ver = factory.verifier(verifier, instances=inst)
         rew = factory.rewriter(rewriter)
-        conc = max(o.concurrency if o.kind == "openai" else o.batch_size if o.kind == "hf" else 1
-                   for o in (proposer, verifier, rewriter))
+        conc = max(o.slots() for o in (proposer, verifier, rewriter))
         cfg = RunConfig(out=Path(out), pipeline=pipeline, candidates=candidates,
                         affirmed=(rewriter.kind == "rules") if affirmed is None else affirmed,
                         shard=shard, resume=resume, overwrite=overwrite, limit=limit,

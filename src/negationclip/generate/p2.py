@@ -62,8 +62,7 @@ def run_p2(questions: str | os.PathLike, annotations: str | os.PathLike,
     factory = RoleFactory()
     try:
         rew = factory.rewriter(rewriter)
-        conc = (rewriter.concurrency if rewriter.kind == "openai" else
-                rewriter.batch_size if rewriter.kind == "hf" else 1)
+        conc = rewriter.slots()
         cfg = RunConfig(out=Path(out), pipeline="P2",
                         affirmed=(rewriter.kind == "rules") if affirmed is None else affirmed,
                         shard=shard, resume=resume, overwrite=overwrite, limit=limit,

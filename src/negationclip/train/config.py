@@ -78,6 +78,7 @@ class TrainConfig:
     save_openai: bool = False        # also write <out>/best_openai.pt (OpenAI-style state dict)
     image_batch_size: int = 64       # batch size of the one-off image-embedding pass
     cache_dir: str | None = None     # image-embedding cache; default <out_dir>/../image_cache
+    report_to: str = "auto"          # auto | tensorboard | wandb | none (train/reporting.py)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes stored with the run
     # training method (train/methods/): objective, its options, what of the vision tower learns
     method: str = "negationclip"     # negationclip | conclip | negbench | tng | omni
@@ -142,6 +143,8 @@ class TrainConfig:
         METHODS[self.method]().resolve_options(self.method_options)
         if self.train_vision is not None:
             parse_train_vision(self.train_vision)
+        from .reporting import resolve
+        resolve(self.report_to)  # an unknown or uninstalled reporter fails before any work
         return self
 
     @classmethod
@@ -171,7 +174,7 @@ class TrainConfig:
     # The fields that decide the weights (a resumed run must match them); runtime-only fields
     # such as logging frequency may change between a run and its resume.
     _RUNTIME_ONLY = ("device", "log_every_steps", "checkpoint_every_steps", "image_batch_size",
-                     "cache_dir", "extra", "save_openai", "compile", "max_steps", "epochs")
+                     "cache_dir", "extra", "save_openai", "report_to", "compile", "max_steps", "epochs")
 
     def weights_fingerprint(self) -> dict[str, Any]:
         d = self.to_dict()

@@ -33,6 +33,7 @@ from .data import (CaptionRecord, Example, ReadReport, TokenTable, coerce_record
 from .loss import contrastive_loss, loss_value
 from .methods import get_method
 from .methods.base import Method, StepContext, scaled_logit_scale
+from .reporting import make_reporter
 from .trainable import configure_method_trainable, trainable_parameters
 from .vision import LiveVision
 
@@ -402,11 +403,14 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
         # the log restarts from the saved history: steps redone after a kill are not duplicated
         atomic_write_text(log_path, "".join(_jsonl(h) for h in history))
     log = JsonlWriter(log_path, append=True, fsync=False) if info.is_main else None
+    reporter = make_reporter(cfg.report_to, out, cfg.to_dict()) if info.is_main else None
 
     def record(h: dict) -> None:
         history.append(h)
         if log is not None:
             log.write(h)
+        if reporter is not None:
+            reporter.log(h)
 
     def save_state() -> None:
         if info.is_main:
@@ -494,6 +498,8 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
                      "logit_scale": float(model.logit_scale.detach().exp())}
                 if gnorm is not None:
                     h["grad_norm"] = gnorm
+                if device.type == "cuda":
+                    h["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
                 record(h)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
@@ -516,6 +522,8 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
     bar.close()
     if log is not None:
         log.close()
+    if reporter is not None:
+        reporter.close()
     if best_val is not None and initial_val is not None and best_val >= initial_val:
         say(f"note: no checkpoint beat the validation loss before training ({initial_val:.4f}; "
             f"best {best_val:.4f} at step {best_step}): try another lr or more data")
