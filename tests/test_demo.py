@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from negationclip.cli import main
-from negationclip.demo import BASE_MODEL_DIR, METRICS
+from negationclip.demo import BASE_MODEL_DIR, FIELD_METRICS, METRICS
 from negationclip.utils import NegationClipError
 
 
@@ -83,7 +83,7 @@ def test_demo_help_teaches_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     out = capsys.readouterr().out
-    for opt in ("--out", "--quick", "--ablation", "--seed", "--base", "--steps", "examples:"):
+    for opt in ("--out", "--quick", "--ablation", "--compare", "--seed", "--base", "--steps", "examples:"):
         assert opt in out
 
 
@@ -95,8 +95,14 @@ def test_demo_quick_reports_before_and_after(tmp_path):
     rep = json.loads((tmp_path / "d" / "report.json").read_text())
     assert set(rep) >= {"before", "after", "wall_seconds", "config"}
     for side in ("before", "after"):
-        assert set(rep[side]) == set(METRICS)
-        assert all(0.0 <= rep[side][k] <= 1.0 for k in METRICS)
+        assert set(rep[side]) == set(METRICS) | set(FIELD_METRICS)  # the six + the field's formats
+        assert all(isinstance(rep[side][k], float) and 0.0 <= rep[side][k] <= 1.0
+                   for k in METRICS + FIELD_METRICS)
+    # the field's formats ran through their plug-ins on the world's own files
+    det = rep["details"]["before"]
+    assert det["negbench-mcq:negbench_mcq"]["total"] > 0 and det["ccneg"]["total"] > 0
+    assert det["negbench-retrieval:negbench_negated_retrieval"]["images"] > 0
+    assert rep["before"]["negbench_mcq_total"] == det["negbench-mcq:negbench_mcq"]["total_accuracy"]
     assert rep["config"]["quick"] is True and rep["wall_seconds"] > 0
     # the fine-tuned model is a different model: its text weights moved, and its scores differ
     assert rep["details"]["finetune"]["text_weight_change"] > 0
@@ -106,7 +112,8 @@ def test_demo_quick_reports_before_and_after(tmp_path):
     md = (tmp_path / "d" / "report.md").read_text()
     assert "What the base model got wrong" in md and "| metric | base | fine-tuned |" in md
     assert md.count("```json") == 3
-    for png in ("metrics.png", "pairs.png"):
+    assert "NegBench MCQ, total" in md and "SugarCREPE mean" in md
+    for png in ("metrics.png", "field.png", "pairs.png"):
         assert (tmp_path / "d" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (tmp_path / "d" / "report.html").read_text()   # self-contained: the 8 grid pairs inline
     assert 'data-model="base"' in html and 'data-model="fine-tuned"' in html
@@ -139,3 +146,28 @@ def test_scene_negatives_put_the_negated_object_into_the_same_scene(world, tmp_p
         b = np.asarray(open_image(world / "images" / r["negative_image"]))
         assert a.shape == b.shape and (a != b).any()  # same scene, one object changed
         assert (a == b).mean() > 0.5
+
+
+def test_demo_compare_flag_reaches_the_config(monkeypatch, tmp_path):
+    import negationclip.demo as demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda cfg: seen.setdefault("cfg", cfg))
+    assert main(["demo", "--quick", "--compare", "--out", str(tmp_path / "d")]) == 0
+    assert seen["cfg"].compare is True and seen["cfg"].quick is True
+    seen.clear()
+    assert main(["demo", "--out", str(tmp_path / "e")]) == 0
+    assert seen["cfg"].compare is False
+
+
+def test_field_inputs_name_the_world_files(world):
+    from negationclip.data.negworld import WorldExport
+    from negationclip.demo import FIELD_SPECS, field_inputs
+    from negationclip.evaluate.registry import registry
+
+    w = WorldExport.open(world)
+    inputs = field_inputs(w)
+    reg = registry()
+    units = {k for plugin in dict.fromkeys(s[2] for s in FIELD_SPECS) for k in reg[plugin].plan(inputs)}
+    assert units == {"negbench-mcq:negbench_mcq", "negbench-retrieval:negbench_retrieval",
+                     "negbench-retrieval:negbench_negated_retrieval", "ccneg", "sugarcrepe"}

@@ -37,6 +37,12 @@ class CompareConfig:
     quick_images: int = 400
     quick_steps: int = 25
     quick_batch_size: int = 64
+    world: str | None = None           # NegWorld export to use (`demo --compare`: the demo's)
+    cache_dir: str | None = None       # image-embedding cache (default OUT/image_cache)
+    ceiling: bool | None = None        # the text-only ceiling row; None: on, off for --quick
+
+    def wants_ceiling(self) -> bool:
+        return (not self.quick) if self.ceiling is None else self.ceiling
 
     def budget(self) -> tuple[int, int]:
         return (self.quick_steps, self.quick_batch_size) if self.quick else (self.steps, self.batch_size)
@@ -58,7 +64,7 @@ def method_config(cfg: CompareConfig, method: str, instances: str):
 
 def run_compare(cfg: CompareConfig) -> dict:
     """Run every method of ``cfg.methods`` from the same base; write and return the report."""
-    from .demo import (METRICS, DemoConfig, base_model_dir, chart_metrics, ensure_world, generate,
+    from .demo import (FIELD_METRICS, METRICS, DemoConfig, base_model_dir, chart_metrics, ensure_world, generate,
                        measure, scene_negatives, world_config)
     from .models import ImageEmbeddingCache, load_clip
     from .train import finetune
@@ -73,13 +79,15 @@ def run_compare(cfg: CompareConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    cache = ImageEmbeddingCache(out / "image_cache")
+    cache = ImageEmbeddingCache(cfg.cache_dir or out / "image_cache")
     dcfg = DemoConfig(out=str(out), quick=cfg.quick, seed=cfg.seed, base=cfg.base,
                       quick_images=cfg.quick_images)
     base_dir = base_model_dir(dcfg)
-    world, reused = ensure_world(world_config(dcfg, read_record(base_dir)), out / "world")
+    world, reused = ensure_world(world_config(dcfg, read_record(base_dir)),
+                                  Path(cfg.world) if cfg.world else out / "world")
     print(f"[1/4] NegWorld: {'reused' if reused else 'built'} {world.root}", flush=True)
-    base_metrics, _ = measure(load_clip(base_dir), world, cache, "base")
+    base_bundle = load_clip(base_dir)
+    base_metrics, _ = measure(base_bundle, world, cache, "base")
     print("[2/4] base model: " + ", ".join(f"{k} {base_metrics[k]:.3f}" for k in METRICS), flush=True)
     gen: dict[str, Any] = {}
     files = []
@@ -103,7 +111,20 @@ def run_compare(cfg: CompareConfig) -> dict:
                       "train_vision": tc.train_vision or METHODS[name].train_vision,
                       "recipe": METHODS[name].recipe, "options": tc.method_options}
         print(f"[4/4] {name}: " + ", ".join(f"{k} {m[k]:.3f}" for k in METRICS), flush=True)
-    report = {"config": asdict(cfg), "base": base_metrics, "methods": rows, "generation": gen,
+    ceiling = None
+    if cfg.wants_ceiling():
+        from .evaluate.ceiling import text_only_ceiling
+
+        t = time.time()
+        c = text_only_ceiling(base_bundle, world.root, cache=cache, model_name="base",
+                              show_progress=False)
+        ceiling = {"negation_balanced": c["ceiling"], "scorer": c["ceiling_scorer"],
+                   "test_pairs": c["test_pairs"], "train_pairs": c["train_pairs"],
+                   "seconds": round(time.time() - t, 1)}
+        print(f"ceiling: text-only bound on negation_balanced {c['ceiling']:.3f} "
+              f"({c['ceiling_scorer']})", flush=True)
+    report = {"config": asdict(cfg), "base": base_metrics, "methods": rows, "ceiling": ceiling,
+              "generation": gen,
               "world": {"root": str(world.root), "reused": reused},
               "wall_seconds": round(time.time() - t0, 1)}
     atomic_write_json(out / "compare.json", report)
@@ -111,12 +132,15 @@ def run_compare(cfg: CompareConfig) -> dict:
     chart_metrics(base_metrics, base_metrics, out / "compare.png",
                   {k: {"metrics": v["metrics"]} for k, v in rows.items()},
                   title="NegWorld test set: the field's methods, same base, data and budget")
-    print(f"wrote {out / 'compare.md'}, compare.json, compare.png", flush=True)
+    chart_metrics(base_metrics, base_metrics, out / "compare_field.png",
+                  {k: {"metrics": v["metrics"]} for k, v in rows.items()}, metrics=FIELD_METRICS,
+                  title="The field's formats on NegWorld's test scenes, per method")
+    print(f"wrote {out / 'compare.md'}, compare.json, compare.png, compare_field.png", flush=True)
     return report
 
 
 def compare_markdown(rep: dict) -> str:
-    from .demo import METRIC_LABELS, METRICS
+    from .demo import FIELD_METRICS, METRIC_LABELS, METRICS
 
     c = rep["config"]
     steps, batch = (c["quick_steps"], c["quick_batch_size"]) if c["quick"] else (c["steps"], c["batch_size"])
@@ -131,6 +155,21 @@ def compare_markdown(rep: dict) -> str:
     for name, r in rep["methods"].items():
         lines.append(f"| {name} | {r['train_vision']} | "
                      + " | ".join(f"{r['metrics'][k]:.3f}" for k in METRICS) + f" | {r['seconds']} |")
-    lines += ["", "Metrics: " + "; ".join(f"`{k}` {METRIC_LABELS[k]}" for k in METRICS) + ".", "",
-              "![methods](compare.png)", ""]
+    ceil = rep.get("ceiling")
+    if ceil:
+        lines.append(f"| text-only ceiling ({ceil['scorer']}) | frozen | {ceil['negation_balanced']:.3f} | "
+                     + " | ".join("-" for _ in METRICS[1:]) + f" | {ceil['seconds']} |")
+    lines += ["", "Metrics: " + "; ".join(f"`{k}` {METRIC_LABELS[k]}" for k in METRICS) + "."]
+    if ceil:
+        lines.append("The ceiling row is `negationclip ceiling` on the same world: the best "
+                     "one-vector-per-query scorer over the base's frozen image embeddings, fitted "
+                     f"on {ceil['train_pairs']} train pairs, measured on {ceil['test_pairs']} test pairs.")
+    lines += ["", "## The field's formats (NegWorld's test scenes, evaluate plug-ins)", "",
+              "| model | " + " | ".join(f"`{k}`" for k in FIELD_METRICS) + " |",
+              "|---|" + "---|" * len(FIELD_METRICS),
+              "| base | " + " | ".join(f"{rep['base'][k]:.3f}" for k in FIELD_METRICS) + " |"]
+    for name, r in rep["methods"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['metrics'][k]:.3f}" for k in FIELD_METRICS) + " |")
+    lines += ["", "; ".join(f"`{k}` {METRIC_LABELS[k]}" for k in FIELD_METRICS) + ".", "",
+              "![methods](compare.png)", "", "![field formats](compare_field.png)", ""]
     return "\n".join(lines)

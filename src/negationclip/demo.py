@@ -36,6 +36,29 @@ METRIC_LABELS = {
     "retrieval_t2i_r1": "retrieval text->image R@1",
 }
 ABLATION_ROWS = ("P1", "Rand-P1", "P2", "P1+P2")
+# The field's benchmark formats, on the world's own files (test scenes), through the evaluate
+# plug-ins: (key, label, plug-in, file key of the world export or None, result field).
+FIELD_SPECS = (
+    ("negbench_mcq_total", "NegBench MCQ, total", "negbench-mcq", "negbench_mcq", "total_accuracy"),
+    ("negbench_mcq_positive", "NegBench MCQ, positive", "negbench-mcq", "negbench_mcq",
+     "positive_accuracy"),
+    ("negbench_mcq_negative", "NegBench MCQ, negative", "negbench-mcq", "negbench_mcq",
+     "negative_accuracy"),
+    ("negbench_mcq_hybrid", "NegBench MCQ, hybrid", "negbench-mcq", "negbench_mcq",
+     "hybrid_accuracy"),
+    ("negbench_retrieval_r1", "NegBench retrieval, image R@1", "negbench-retrieval",
+     "negbench_retrieval", "image_retrieval_recall@1"),
+    ("negbench_retrieval_r5", "NegBench retrieval, image R@5", "negbench-retrieval",
+     "negbench_retrieval", "image_retrieval_recall@5"),
+    ("negbench_negated_retrieval_r1", "NegBench negated retrieval, image R@1",
+     "negbench-retrieval", "negbench_negated_retrieval", "image_retrieval_recall@1"),
+    ("negbench_negated_retrieval_r5", "NegBench negated retrieval, image R@5",
+     "negbench-retrieval", "negbench_negated_retrieval", "image_retrieval_recall@5"),
+    ("ccneg", "CC-Neg accuracy", "ccneg", None, "accuracy_official"),
+    ("sugarcrepe_mean", "SugarCREPE mean (7 subsets)", "sugarcrepe", None, "accuracy_official"),
+)
+FIELD_METRICS = tuple(s[0] for s in FIELD_SPECS)
+METRIC_LABELS.update({s[0]: s[1] for s in FIELD_SPECS})
 
 
 @dataclass
@@ -47,6 +70,7 @@ class DemoConfig:
     out: str = "runs/demo"
     quick: bool = False
     ablation: bool = False
+    compare: bool = False              # also `negationclip compare` on this world (OUT/compare)
     seed: int = 0
     base: str | None = None            # default: the shipped NegWorld base model
     threads: int | None = None         # torch CPU threads (None: torch's default)
@@ -137,8 +161,44 @@ def ensure_world(wcfg, out: Path):
 
 # --- benchmarks ------------------------------------------------------------------------------
 
-def measure(bundle, world, cache, name: str) -> tuple[dict, dict]:
-    """The six headline metrics (fractions) and the full benchmark outputs, on the test split."""
+def field_inputs(world) -> dict:
+    """The evaluate plug-ins' inputs for the field's formats a NegWorld export writes."""
+    from .evaluate.registry import default_inputs
+
+    return {**default_inputs(),
+            "negbench_mcq": [str(world.negbench_mcq)],
+            "negbench_retrieval": [str(world.negbench_retrieval),
+                                   str(world.negbench_negated_retrieval)],
+            "negbench_images": str(world.images_dir),
+            "ccneg": str(world.ccneg), "ccneg_images": str(world.images_dir), "ccneg_eval_size": 0,
+            "sugarcrepe_dir": str(world.sugarcrepe_dir), "sugarcrepe_images": str(world.images_dir)}
+
+
+def measure_field(bundle, world, cache, name: str) -> tuple[dict, dict]:
+    """The field's formats (NegBench MCQ and (negated) retrieval, CC-Neg, SugarCREPE) run by
+    their evaluate plug-ins on the world's files: fractions keyed as ``FIELD_METRICS``."""
+    from .evaluate.registry import RunContext, file_stem_key, registry
+
+    reg, inputs = registry(), field_inputs(world)
+    ctx = RunContext(cache=cache, model_name=name)
+    results: dict[str, dict] = {}
+    for plugin in dict.fromkeys(s[2] for s in FIELD_SPECS):
+        b = reg[plugin]
+        for key, payload in b.plan(inputs).items():
+            results[key] = b.run(bundle, payload, inputs, ctx)
+    m = {}
+    for key, _, plugin, file_key, field in FIELD_SPECS:
+        unit = file_stem_key(plugin, getattr(world, file_key)) if file_key else plugin
+        v = results[unit].get(field)
+        if v is None:
+            raise NegationClipError(f"benchmark {unit} gave no {field} (no items?) for {name}")
+        m[key] = float(v)
+    return m, {k: _slim(v) for k, v in results.items()}
+
+
+def measure(bundle, world, cache, name: str, field: bool = True) -> tuple[dict, dict]:
+    """The six headline metrics (fractions) and the full benchmark outputs, on the test split;
+    with ``field`` also the field's formats (``FIELD_METRICS``, on the world's own files)."""
     from .evaluate.negation_pairs import evaluate_negation_pairs
     from .evaluate.negrefcocog import evaluate_negrefcocog
     from .evaluate.retrieval import evaluate_retrieval
@@ -160,6 +220,12 @@ def measure(bundle, world, cache, name: str) -> tuple[dict, dict]:
         m[k] = float(v)
     details = {"negation_pairs": _slim(pairs), "negref": _slim(negref), "valse_existence": _slim(valse),
                "retrieval": _slim(ret)}
+    if field:
+        t = time.time()
+        fm, fd = measure_field(bundle, world, cache, name)
+        m.update(fm)
+        details["field_timing"] = {"seconds": round(time.time() - t, 1)}  # what the formats add
+        details.update(fd)  # one benchmark per plug-in unit (the HTML report lists each)
     return m, details
 
 
@@ -235,7 +301,7 @@ def text_tower_changed(a, b) -> float:
 # --- charts ----------------------------------------------------------------------------------
 
 def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None = None,
-                  title: str | None = None) -> Path:
+                  title: str | None = None, metrics: tuple[str, ...] = METRICS) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -246,14 +312,14 @@ def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None =
     n = len(rows)
     w = 0.8 / n
     fig, ax = plt.subplots(figsize=(10, 4.2))
-    xs = range(len(METRICS))
+    xs = range(len(metrics))
     for j, (label, m) in enumerate(rows.items()):
-        vals = [m[k] for k in METRICS]
+        vals = [m[k] for k in metrics]
         bars = ax.bar([x + (j - (n - 1) / 2) * w for x in xs], vals, w, label=label)
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(list(xs), [METRIC_LABELS[k].replace(", ", ",\n").replace(" (", "\n(") for k in METRICS],
+    ax.set_xticks(list(xs), [METRIC_LABELS[k].replace(", ", ",\n").replace(" (", "\n(") for k in metrics],
                   fontsize=7)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("fraction (test split)")
@@ -402,6 +468,13 @@ def report_markdown(rep: dict) -> str:
     for k in METRICS:
         lines.append(f"| {METRIC_LABELS[k]} (`{k}`) | {_pct(b[k])} | {_pct(a[k])} | "
                      f"{100 * (a[k] - b[k]):+.1f} pts |")
+    if all(k in b and k in a for k in FIELD_METRICS):
+        lines += ["", "The field's formats, written by NegWorld for its test scenes and run by the "
+                  "evaluate plug-ins (`negbench-mcq`, `negbench-retrieval`, `ccneg`, `sugarcrepe`):", "",
+                  "| metric | base | fine-tuned | change |", "|---|---|---|---|"]
+        for k in FIELD_METRICS:
+            lines.append(f"| {METRIC_LABELS[k]} (`{k}`) | {_pct(b[k])} | {_pct(a[k])} | "
+                         f"{100 * (a[k] - b[k]):+.1f} pts |")
     lines += ["", "Targets: " + "; ".join(f"`{k}` {v['target']}: {'met' if v['met'] else 'NOT met'}"
                                           for k, v in rep["targets"].items()) + ".", ""]
     if rep.get("ablation"):
@@ -416,6 +489,7 @@ def report_markdown(rep: dict) -> str:
     for ex in d["examples"]:
         lines.append("```json\n" + json.dumps(ex, indent=1, ensure_ascii=False) + "\n```")
     lines += ["", "## Charts", "", "![before/after](metrics.png)", "",
+              "![the field's formats](field.png)", "",
               "![negated queries](pairs.png)", "",
               "## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rep["stage_seconds"].items()]
@@ -498,6 +572,8 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     with stage("charts"):
         chart_metrics(before, after, out / "metrics.png")
+        chart_metrics(before, after, out / "field.png", metrics=FIELD_METRICS,
+                      title="The field's formats on NegWorld's test scenes: before and after")
         if ablation:
             chart_metrics(before, after, out / "ablation.png", ablation)
         grid = pick_grid_pairs(world, cfg.grid_pairs, cfg.seed)
@@ -516,6 +592,8 @@ def run_demo(cfg: DemoConfig) -> dict:
             "stage_seconds": stage.seconds,
             "details": {
                 "before": det_before, "after": det_after,
+                "field_seconds": {"before": det_before.pop("field_timing", {}).get("seconds"),
+                                  "after": det_after.pop("field_timing", {}).get("seconds")},
                 "world": {"seed": wcfg.seed, "counts": world.manifest["counts"]},
                 "base_model": {"dir": str(base_dir), "pretrain_command": base_record.get("command"),
                                "pretrain_figures": base_record.get("figures")},
@@ -535,6 +613,13 @@ def run_demo(cfg: DemoConfig) -> dict:
         atomic_write_text(out / "report.md", report_markdown(rep))
         write_html_report(rep, out / "report.html", title="negationclip demo: NegWorld before and after", images=pair_examples(world.root, grid, choices))
     print(f"wrote {out / 'report.md'} and {out / 'report.json'} ({rep['wall_seconds']:.0f} s)")
+    if cfg.compare:
+        from .compare import CompareConfig, run_compare
+
+        print("compare: every training method from the same base on this world", flush=True)
+        run_compare(CompareConfig(out=str(out / "compare"), quick=cfg.quick, seed=cfg.seed,
+                                  base=cfg.base, threads=cfg.threads, world=str(world.root),
+                                  cache_dir=str(out / "image_cache"), quick_images=cfg.quick_images))
     return rep
 
 

@@ -18,12 +18,16 @@ def _add_demo(sub) -> None:
                 "examples:\n"
                 "  negationclip demo --out runs/demo\n"
                 "  negationclip demo --out runs/demo-quick --quick      # < 90 s smoke run\n"
-                "  negationclip demo --out runs/demo-ablation --ablation # + P1/Rand-P1/P2 rows")
+                "  negationclip demo --out runs/demo-ablation --ablation # + P1/Rand-P1/P2 rows\n"
+                "  negationclip demo --out runs/demo --compare  # + every method head to head")
     p.add_argument("--out", default="runs/demo", help="output folder (reused parts are kept)")
     p.add_argument("--quick", action="store_true",
                    help="small world of unseen scenes and a short fine-tune (tests, CI)")
     p.add_argument("--ablation", action="store_true",
                    help="also fine-tune on P1, Rand-P1 and P2 alone (same base and budget)")
+    p.add_argument("--compare", action="store_true",
+                   help="then run `negationclip compare` (every training method, plus the base "
+                        "and, unless --quick, the text-only ceiling) on the same world: OUT/compare/")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of generation and fine-tuning")
     p.add_argument("--base", default=None,
                    help="base model folder made by `world pretrain` (default: the shipped one)")
@@ -38,8 +42,8 @@ def _cmd_demo(args) -> int:
     from ..demo import DemoConfig, run_demo
 
     check_output(args.out, kind="dir")
-    cfg = DemoConfig(out=args.out, quick=args.quick, ablation=args.ablation, seed=args.seed,
-                     base=args.base, threads=args.threads, act=args.act)
+    cfg = DemoConfig(out=args.out, quick=args.quick, ablation=args.ablation, compare=args.compare,
+                     seed=args.seed, base=args.base, threads=args.threads, act=args.act)
     if args.steps is not None:
         if args.quick:
             cfg.quick_steps = args.steps
