@@ -507,9 +507,10 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
                 if device.type == "cuda":
                     h["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
                 record(h)
-            bar.update(1)
+            # refresh=False: the update redraws at tqdm's pace (in a log, one line per interval)
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}",
-                            cap_s=f"{rows_done / dt:.0f}")
+                            cap_s=f"{rows_done / dt:.0f}", refresh=False)
+            bar.update(1)
             done = step >= total
             end_of_epoch = group_pos >= len(groups)
             if end_of_epoch:

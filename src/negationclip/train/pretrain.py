@@ -236,7 +236,7 @@ def pretrain(captions_path: str | os.PathLike, images_dir: str | os.PathLike,
             model.logit_scale.clamp_(0, math.log(cfg.max_logit_scale))
         loss_v = float(loss.item())
         curve.append([step + 1, round(loss_v, 4)])
-        bar.set_postfix(loss=f"{loss_v:.3f}", scale=f"{scale.item():.1f}")
+        bar.set_postfix(loss=f"{loss_v:.3f}", scale=f"{scale.item():.1f}", refresh=False)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             write_state(step + 1)
         if on_step is not None:
