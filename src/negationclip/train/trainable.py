@@ -72,11 +72,17 @@ def configure_trainable(model: torch.nn.Module, *, train_logit_scale: bool = Tru
             f"expected a Hugging Face CLIPModel/SiglipModel (text_model + vision_model), got "
             f"{type(model).__name__}")
     family = family_of(model)
+    return _apply(model, lambda n: is_trainable(
+        n, train_logit_scale=train_logit_scale, freeze_final_layer_norm=freeze_final_layer_norm,
+        family=family))
+
+
+def _apply(model: torch.nn.Module, rule, *extra) -> TrainableSummary:
+    """Set ``requires_grad`` of every parameter from ``rule(name)``; return what trains."""
     tr, fr = [], []
     n_tr = n_fr = 0
     for n, p in model.named_parameters():
-        on = is_trainable(n, train_logit_scale=train_logit_scale,
-                          freeze_final_layer_norm=freeze_final_layer_norm, family=family)
+        on = bool(rule(n))
         p.requires_grad_(on)
         if on:
             tr.append(n)
@@ -84,7 +90,7 @@ def configure_trainable(model: torch.nn.Module, *, train_logit_scale: bool = Tru
         else:
             fr.append(n)
             n_fr += p.numel()
-    return TrainableSummary(tr, fr, n_tr, n_fr)
+    return TrainableSummary(tr, fr, n_tr, n_fr, *extra)
 
 
 def configure_method_trainable(model: torch.nn.Module, method, cfg, train_vision: str = "none"
@@ -100,21 +106,9 @@ def configure_method_trainable(model: torch.nn.Module, method, cfg, train_vision
             f"expected a Hugging Face CLIPModel (text_model + vision_model), got "
             f"{type(model).__name__}")
     depth = n_layers(model, "vision")
-    tr, fr = [], []
-    n_tr = n_fr = 0
-    for n, p in model.named_parameters():
-        if n.startswith(FROZEN_ALWAYS):
-            on = vision_trainable(n, train_vision, depth)
-        else:
-            on = method.text_trainable(n, model, cfg)
-        p.requires_grad_(on)
-        if on:
-            tr.append(n)
-            n_tr += p.numel()
-        else:
-            fr.append(n)
-            n_fr += p.numel()
-    return TrainableSummary(tr, fr, n_tr, n_fr, train_vision)
+    return _apply(model, lambda n: vision_trainable(n, train_vision, depth)
+                  if n.startswith(FROZEN_ALWAYS) else method.text_trainable(n, model, cfg),
+                  train_vision)
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
