@@ -36,6 +36,7 @@ METRIC_LABELS = {
     "retrieval_t2i_r1": "retrieval text->image R@1",
 }
 ABLATION_ROWS = ("P1", "Rand-P1", "P2", "P1+P2")
+RECIPE_ROW = "P1+P2+scene graph"  # the demo's data with its scene-graph records (NegWorld only)
 # The field's benchmark formats, on the world's own files (test scenes), through the evaluate
 # plug-ins: (key, label, plug-in, file key of the world export or None, result field).
 FIELD_SPECS = (
@@ -84,6 +85,11 @@ class DemoConfig:
     hard_negatives: str = "none"       # "affirmed": "X with Y" as a negative text (see notes)
     mine_negative_images: bool = True  # a train image whose captions show Y: a negative image
     scene_negatives: bool = True       # NegWorld only: the same scene with Y put in (scene graph)
+    # NegWorld only: records read off the scene graphs (data/negworld/scene_records.py): part
+    # and attribute negations on object crops with their twin crop, existence / presence
+    # negation statements; "" for P1 + P2 only
+    scene_records: str = "parts,existence"
+    scene_records_limit: int | None = None  # at most this many train scenes (None: all)
     hard_negative_margin: float | None = 0.2
     hard_negative_weight: float = 50.0  # the margin term must outweigh the in-batch softmax
     max_grad_norm: float | None = None
@@ -260,6 +266,21 @@ def scene_negatives(world, path: Path, seed: int, gen: dict) -> Path:
     return out
 
 
+def scene_graph_records(world, path: Path, cfg: DemoConfig) -> dict:
+    """NegWorld's scene-graph records (``cfg.scene_records`` kinds) from the train scenes."""
+    from .data.negworld.scene_records import write_scene_records
+
+    kinds = tuple(k.strip() for k in cfg.scene_records.split(",") if k.strip())
+    limit = cfg.scene_records_limit
+    if cfg.quick:
+        limit = min(limit or cfg.quick_images, cfg.quick_images // 2)
+    counts = write_scene_records(world.root, path, kinds=kinds, seed=cfg.seed, limit=limit,
+                                 show_progress=False)
+    print(f"      scene graph: " + ", ".join(f"{k} {counts[k]}" for k in kinds)
+          + f" records from {counts['scenes']} train scenes")
+    return counts
+
+
 def train_config(cfg: DemoConfig):
     from .train import TrainConfig
 
@@ -306,7 +327,7 @@ def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = {"base": before, "fine-tuned (P1+P2)": after}
+    rows = {"base": before, "fine-tuned": after}
     if ablation:
         rows = {"base": before, **{f"{k}": v["metrics"] for k, v in ablation.items()}}
     n = len(rows)
@@ -533,11 +554,17 @@ def run_demo(cfg: DemoConfig) -> dict:
             s = generate(world, gen_dir / f"{which.lower()}.jsonl", which, cfg.seed, limit)
             gen[which] = {"records": s.get("records", 0), "summary": s}
             print(f"      {which}: {gen[which]['records']} records")
+        if cfg.scene_records:
+            s = scene_graph_records(world, gen_dir / "scene-graph.jsonl", cfg)
+            gen["scene-graph"] = {"records": sum(s.get(k, 0) for k in ("parts", "existence")),
+                                  "summary": s}
 
     with stage("fine-tuning the text encoder on P1 + P2"):
         train_files = [gen_dir / "p1.jsonl", gen_dir / "p2.jsonl"]
         if cfg.scene_negatives:
             train_files = [scene_negatives(world, f, cfg.seed, gen) for f in train_files]
+        if cfg.scene_records:
+            train_files.append(gen_dir / "scene-graph.jsonl")
         res = run_finetune(base_dir, train_files, world, out / "finetune", cfg, cache)
         tuned = res.bundle
         change = text_tower_changed(base, tuned)
@@ -558,15 +585,17 @@ def run_demo(cfg: DemoConfig) -> dict:
             if cfg.scene_negatives:
                 files = {k: [scene_negatives(world, f, cfg.seed, gen) for f in v]
                          for k, v in files.items()}
+            files["P1+P2"] = files["P1"] + files["P2"]
             ablation = {}
-            for name in ABLATION_ROWS:
-                if name == "P1+P2":
-                    m = after
+            for name in ABLATION_ROWS + ((RECIPE_ROW,) if cfg.scene_records else ()):
+                if name == RECIPE_ROW or (name == "P1+P2" and not cfg.scene_records):
+                    m = after  # the demo's own fine-tune
                 else:
                     r = run_finetune(base_dir, files[name], world, out / "ablation" / name.lower(),
                                      cfg, cache)
                     m, _ = measure(r.bundle, world, cache, name)
-                n_rec = sum(gen[k]["records"] for k in (("P1", "P2") if name == "P1+P2" else (name,)))
+                n_rec = sum(gen[k]["records"] for k in
+                            {"P1+P2": ("P1", "P2"), RECIPE_ROW: ("P1", "P2", "scene-graph")}.get(name, (name,)))
                 ablation[name] = {"metrics": m, "records": n_rec}
                 print(f"      {name}: " + ", ".join(f"{k} {m[k]:.3f}" for k in METRICS))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..utils.errors import NegationClipError
 from ..utils.paths import check_output
 from ._base import _parser
 from ._types import nonneg_int, positive_int
@@ -12,13 +13,15 @@ def _add_demo(sub) -> None:
     p = _parser(sub, "demo", "run the whole NegationCLIP loop offline on NegWorld and report",
                 "Export NegWorld (COCO, VQAv2, NegRefCOCOg, VALSE formats, balanced negation "
                 "pairs), benchmark the shipped tiny base CLIP, generate P1 + P2 negated captions "
-                "with the offline rules backends, fine-tune the text encoder, benchmark again, and "
+                "with the offline rules backends (plus NegWorld's scene-graph part and existence "
+                "records, see --scene-records), fine-tune the text encoder, benchmark again, and "
                 "write OUT/report.md, OUT/report.json, OUT/metrics.png and OUT/pairs.png. All "
                 "figures are measured on held-out test images.",
                 "examples:\n"
                 "  negationclip demo --out runs/demo\n"
                 "  negationclip demo --out runs/demo-quick --quick      # < 90 s smoke run\n"
                 "  negationclip demo --out runs/demo-ablation --ablation # + P1/Rand-P1/P2 rows\n"
+                "  negationclip demo --out runs/demo-p1p2 --scene-records none  # P1 + P2 only\n"
                 "  negationclip demo --out runs/demo --compare  # + every method head to head")
     p.add_argument("--out", default="runs/demo", help="output folder (reused parts are kept)")
     p.add_argument("--quick", action="store_true",
@@ -34,6 +37,9 @@ def _add_demo(sub) -> None:
     from ._base import add_act_option
     add_act_option(p, what="--base (default: its config.json)")
     p.add_argument("--steps", type=positive_int, default=None, help="fine-tuning steps (default: the recipe's)")
+    p.add_argument("--scene-records", default=None, metavar="KINDS",
+                   help="NegWorld scene-graph records added to P1 + P2: 'parts,existence' (the "
+                        "recipe's default), 'parts', 'existence', or 'none' (P1 + P2 only)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_demo)
 
@@ -44,6 +50,13 @@ def _cmd_demo(args) -> int:
     check_output(args.out, kind="dir")
     cfg = DemoConfig(out=args.out, quick=args.quick, ablation=args.ablation, compare=args.compare,
                      seed=args.seed, base=args.base, threads=args.threads, act=args.act)
+    if args.scene_records is not None:
+        kinds = "" if args.scene_records.strip().lower() == "none" else args.scene_records
+        bad = sorted({k.strip() for k in kinds.split(",") if k.strip()} - {"parts", "existence"})
+        if bad:
+            raise NegationClipError(f"demo: --scene-records: unknown kind(s) {bad}; choose "
+                                    f"parts, existence or none")
+        cfg.scene_records = kinds
     if args.steps is not None:
         if args.quick:
             cfg.quick_steps = args.steps

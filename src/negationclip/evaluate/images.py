@@ -115,6 +115,21 @@ class CropLoader:
             raise NegationClipError(f"{path}: {e}") from None
 
 
+class KeyLoader(CropLoader):
+    """``load(key)`` for any image key: a whole file (RGB, ``open_image``), or a crop key
+    ``path#x,y,w,h`` (cut as the crop benchmarks cut it). Training rows may name crops this way
+    (NegWorld's part-negation records do), so one loader serves the cache and the live tower."""
+
+    def __call__(self, key: str) -> Image.Image:
+        if os.path.isfile(key):
+            return open_image(key)
+        try:
+            parse_crop_key(key)
+        except ValueError:
+            return open_image(key)  # not a crop key: the missing/unreadable file's own error
+        return super().__call__(key)
+
+
 def load_whole(key: str) -> Image.Image:
     return open_image(key)
 

@@ -38,6 +38,8 @@ class CaptionRecord:
     negative_image: str | None = None  # optional: an image where the negated thing IS present
     where: str = ""                 # "file:line" for messages
     present_objects: list[str] | None = None  # optional: objects shown in the image (methods/omni)
+    negative_texts: list[str] | None = None  # optional: texts false of the image, always used as
+    #                                          hard negatives of the negated row (presence negation)
 
 
 @dataclass
@@ -99,7 +101,8 @@ def _from_generation(path: Path, rows: Iterable[tuple[int, dict]], report: ReadR
             id=str(r.get("id", r.get("caption_id", line))), image_id=r.get("image_id"),
             object=r.get("object"), pipeline=r.get("pipeline"),
             negative_image=r.get("negative_image") or None, where=where,
-            present_objects=_names(r.get("present_objects"))))
+            present_objects=_names(r.get("present_objects")),
+            negative_texts=_names(r.get("negative_texts"))))
 
 
 def _from_coco(path: Path, data: dict, report: ReadReport) -> None:
@@ -206,6 +209,7 @@ def build_examples(records: Sequence[CaptionRecord], *, image_root: str | Path |
                     hard.append(r.affirmed)
                 else:
                     notes["negated rows without an 'affirmed' caption for a hard negative"] += 1
+            hard.extend(t for t in r.negative_texts or () if t != r.negated)
             negated_rows.append(Example(key, r.negated, "negated", tuple(hard), hard_img, r.where,
                                         r.object))
         if r.original is not None and (key, r.original) not in originals:

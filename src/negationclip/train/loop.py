@@ -137,7 +137,8 @@ def _records(records, image_root) -> tuple[list[CaptionRecord], Counter]:
 def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
              say: Callable[[str], None], cache, val_records=None,
              method: Method | None = None) -> _Data:
-    from ..models import ImageEmbeddingCache, open_image
+    from ..evaluate.images import KeyLoader
+    from ..models import ImageEmbeddingCache
 
     method = method or get_method(cfg.method, cfg.method_options)
     recs, skipped = _records(records, image_root)
@@ -164,8 +165,10 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
     if cache is None:
         cache = ImageEmbeddingCache(cfg.cache_dir) if cfg.cache_dir else ImageEmbeddingCache()
 
+    load = KeyLoader()  # whole images, or crops named ``path#x,y,w,h``
+
     def embed():
-        return cache.embed(bundle, keys, open_image, batch_size=cfg.image_batch_size,
+        return cache.embed(bundle, keys, load, batch_size=cfg.image_batch_size,
                            desc="image embeddings (once; frozen vision tower)")
 
     # rank 0 computes and stores the misses; the others then read them from the cache

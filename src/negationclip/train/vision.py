@@ -27,9 +27,10 @@ class _PixelStore:
         self.store: dict[str, torch.Tensor] = {}
 
     def get(self, keys: Sequence[str]) -> torch.Tensor:
-        from ..models import open_image
+        from ..evaluate.images import KeyLoader
         missing = [k for k in dict.fromkeys(keys) if k not in self.store]
-        fresh = dict(zip(missing, self.transform([open_image(k) for k in missing]))) if missing else {}
+        load = KeyLoader()  # whole images or crop keys, as the cache reads them
+        fresh = dict(zip(missing, self.transform([load(k) for k in missing]))) if missing else {}
         if self.keep:
             self.store.update(fresh)
             got = self.store

@@ -34,7 +34,8 @@ class NegationClip(Method):
     def setup(self, train: Sequence[Example], cfg) -> None:
         # collectives must match across processes: decide once, from the whole training set
         self.cfg = cfg
-        self.use_hard_texts = cfg.hard_negatives != "none"
+        # records' own negative_texts (presence negation) count even with hard_negatives none
+        self.use_hard_texts = cfg.hard_negatives != "none" or any(e.hard_texts for e in train)
         self.use_hard_images = any(e.hard_image for e in train)
 
     def loss(self, ctx: StepContext, rows: Sequence[Example]) -> tuple[torch.Tensor, float]:
