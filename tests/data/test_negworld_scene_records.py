@@ -9,7 +9,7 @@ from negationclip.cli import main
 from negationclip.data.negworld import COLORS, WorldConfig, build_world, load_scenes, negref_box
 from negationclip.data.negworld.phrasing import TRAIN_NEGATION_CUES, contains_negation, uses_heldout_cue
 from negationclip.data.negworld.scene_records import write_scene_records
-from negationclip.evaluate.images import KeyLoader, parse_crop_key
+from negationclip.models.crops import KeyLoader, parse_crop_key
 from negationclip.utils import read_jsonl
 
 CFG = WorldConfig(images=120, seed=5)
@@ -76,7 +76,7 @@ def test_existence_records_are_true_of_the_scene(world):
     for r in absent:
         s = by_id[r["image_id"]]
         assert r["object"] not in s.categories() and contains_negation(r["negated"])
-        assert not contains_negation(r["affirmed"])
+        assert not contains_negation(r["affirmed"]) and r["negative_texts"] == [r["affirmed"]]
         assert (root / "images" / r["negative_image"]).resolve().is_file()
     for r in present:
         s = by_id[r["image_id"]]

@@ -137,7 +137,7 @@ def _records(records, image_root) -> tuple[list[CaptionRecord], Counter]:
 def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
              say: Callable[[str], None], cache, val_records=None,
              method: Method | None = None) -> _Data:
-    from ..evaluate.images import KeyLoader
+    from ..models.crops import KeyLoader
     from ..models import ImageEmbeddingCache
 
     method = method or get_method(cfg.method, cfg.method_options)

@@ -27,7 +27,7 @@ class _PixelStore:
         self.store: dict[str, torch.Tensor] = {}
 
     def get(self, keys: Sequence[str]) -> torch.Tensor:
-        from ..evaluate.images import KeyLoader
+        from ..models.crops import KeyLoader
         missing = [k for k in dict.fromkeys(keys) if k not in self.store]
         load = KeyLoader()  # whole images or crop keys, as the cache reads them
         fresh = dict(zip(missing, self.transform([load(k) for k in missing]))) if missing else {}

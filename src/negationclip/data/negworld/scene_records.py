@@ -8,7 +8,8 @@ P1/P2 captions negate whole scenes ("X with no Y"). Two kinds of negation they n
   and its ``negative_image`` the same crop of the same scene re-rendered with that object
   given the property (the minimal twin), so the text must prefer the crop that lacks it.
 - ``existence``: short statements about what a scene holds, both ways: "there are no Ys"
-  (Y absent; ``negative_image``: the scene with Y put in; ``affirmed``: "there are Ys"), and
+  (Y absent; ``negative_image``: the scene with Y put in; ``affirmed`` and ``negative_texts``:
+  "there are Ys", false of the image), and
   presence negation ("there is an X" for an X that IS there, with the false "there is no X"
   as a ``negative_texts`` entry: a negation of a shown object must score lower).
 
@@ -27,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ...utils import JsonlWriter, NegationClipError, progress
-from ...evaluate.images import crop_key
+from ...models.crops import crop_key
 from .export import load_scenes, negref_box
 from .phrasing import uses_heldout_cue
 from .render import bbox, encode_png, render
@@ -173,7 +174,9 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
                     w.write({**base, "id": f"SG:{s.id}:absent", "kind": "absence",
                              "image_file": s.file_name, "object": cat,
                              "negated": _ABSENT[i].format(**kw),
-                             "affirmed": _ABSENT_AFF[i].format(**kw), "negative_image": neg})
+                             "affirmed": _ABSENT_AFF[i].format(**kw),
+                             "negative_texts": [_ABSENT_AFF[i].format(**kw)],
+                             "negative_image": neg})
                     counts["existence"] += 1
                 shown = rng.choice(sorted(s.categories()))
                 kw = _sentence_kw(shown, rng.choice(_TAILS))
