@@ -64,9 +64,11 @@ METRIC_LABELS.update({s[0]: s[1] for s in FIELD_SPECS})
 
 @dataclass
 class DemoConfig:
-    """What the demo runs. Fine-tuning defaults are the recipe found on NegWorld (see
-    ``docs``/report): negated + some original captions, the affirmed caption ("X with Y") as
-    a hard negative text for the image without Y, and a margin on that pair."""
+    """What the demo runs. Fine-tuning defaults are the recipe found on NegWorld (the report's
+    "The recipe, and why"): text tower only; P1 + P2 negated captions plus some originals, each
+    with a negative image (the scene with the negated object put in) under a hinge; plus
+    NegWorld's scene-graph records (part/attribute negations on object crops against their
+    re-rendered twin crop; absence and presence-negation statements)."""
 
     out: str = "runs/demo"
     quick: bool = False
