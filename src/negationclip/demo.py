@@ -595,7 +595,8 @@ def run_demo(cfg: DemoConfig) -> dict:
             gen["scene-graph"] = {"records": sum(s.get(k, 0) for k in ("parts", "existence")),
                                   "summary": s}
 
-    with stage("fine-tuning the text encoder on P1 + P2"):
+    data_name = "P1 + P2" + (" + scene-graph records" if cfg.scene_records else "")
+    with stage(f"fine-tuning the text encoder on {data_name}"):
         train_files = [gen_dir / "p1.jsonl", gen_dir / "p2.jsonl"]
         if cfg.scene_negatives:
             train_files = [scene_negatives(world, f, cfg.seed, gen) for f in train_files]
