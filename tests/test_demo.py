@@ -171,3 +171,24 @@ def test_field_inputs_name_the_world_files(world):
     units = {k for plugin in dict.fromkeys(s[2] for s in FIELD_SPECS) for k in reg[plugin].plan(inputs)}
     assert units == {"negbench-mcq:negbench_mcq", "negbench-retrieval:negbench_retrieval",
                      "negbench-retrieval:negbench_negated_retrieval", "ccneg", "sugarcrepe"}
+
+
+def test_targets_are_issue_13s_and_the_recipe_paragraph_follows_the_config():
+    import dataclasses
+
+    from negationclip.demo import DemoConfig, recipe_paragraph, targets, train_config
+
+    before = {"retrieval_i2t_r1": 0.033, "retrieval_t2i_r1": 0.025}
+    after = {"negation_balanced": 0.75, "negation_heldout_phrasing": 0.699, "negref": 0.55,
+             "valse_existence": 0.70, "retrieval_i2t_r1": 0.014, "retrieval_t2i_r1": 0.004}
+    t = targets(before, after)
+    assert {k: v["met"] for k, v in t.items()} == {
+        "negation_balanced": True, "negation_heldout_phrasing": False, "negref": True,
+        "valse_existence": True, "retrieval_i2t_r1": True, "retrieval_t2i_r1": False}
+    cfg = DemoConfig()
+    c = {**dataclasses.asdict(cfg), "finetune": train_config(cfg).to_dict()}
+    text = recipe_paragraph(c)
+    assert f"{cfg.steps} steps of batch {cfg.batch_size}" in text and "scene-graph" in text
+    assert "crop" in text and "presence negation" in text
+    c["scene_records"] = ""
+    assert "--scene-records none" in recipe_paragraph(c) and "crop" not in recipe_paragraph(c)
