@@ -188,6 +188,8 @@ def test_targets_are_issue_13s_and_the_recipe_paragraph_follows_the_config():
     cfg = DemoConfig()
     c = {**dataclasses.asdict(cfg), "finetune": train_config(cfg).to_dict()}
     text = recipe_paragraph(c)
+    c["scene_records"] = "parts,existence"
+    text = recipe_paragraph(c)
     assert f"{cfg.steps} steps of batch {cfg.batch_size}" in text and "scene-graph" in text
     assert "crop" in text and "presence negation" in text
     c["scene_records"] = ""

@@ -21,7 +21,8 @@ def _add_demo(sub) -> None:
                 "  negationclip demo --out runs/demo\n"
                 "  negationclip demo --out runs/demo-quick --quick      # < 90 s smoke run\n"
                 "  negationclip demo --out runs/demo-ablation --ablation # + P1/Rand-P1/P2 rows\n"
-                "  negationclip demo --out runs/demo-p1p2 --scene-records none  # P1 + P2 only\n"
+                "  negationclip demo --out runs/demo-sg --scene-records parts,existence \\\n"
+                "      --steps 300 --batch-size 128   # + NegWorld's scene-graph records\n"
                 "  negationclip demo --out runs/demo --compare  # + every method head to head")
     p.add_argument("--out", default="runs/demo", help="output folder (reused parts are kept)")
     p.add_argument("--quick", action="store_true",
@@ -38,8 +39,10 @@ def _add_demo(sub) -> None:
     add_act_option(p, what="--base (default: its config.json)")
     p.add_argument("--steps", type=positive_int, default=None, help="fine-tuning steps (default: the recipe's)")
     p.add_argument("--scene-records", default=None, metavar="KINDS",
-                   help="NegWorld scene-graph records added to P1 + P2: 'parts,existence' (the "
-                        "recipe's default), 'parts', 'existence', or 'none' (P1 + P2 only)")
+                   help="NegWorld scene-graph records added to P1 + P2: 'parts,existence', "
+                        "'parts', 'existence', or 'none' (P1 + P2 only, the default)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="fine-tuning batch size (default: the recipe's)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_demo)
 
@@ -57,6 +60,11 @@ def _cmd_demo(args) -> int:
             raise NegationClipError(f"demo: --scene-records: unknown kind(s) {bad}; choose "
                                     f"parts, existence or none")
         cfg.scene_records = kinds
+    if args.batch_size is not None:
+        if args.quick:
+            cfg.quick_batch_size = args.batch_size
+        else:
+            cfg.batch_size = args.batch_size
     if args.steps is not None:
         if args.quick:
             cfg.quick_steps = args.steps
