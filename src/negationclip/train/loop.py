@@ -141,6 +141,9 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
 
     method = method or get_method(cfg.method, cfg.method_options)
     recs, skipped = _records(records, image_root)
+    if cfg.instances and not method.uses_instances:
+        say(f"note: method {method.name} does not read --instances; "
+            f"{', '.join(map(str, cfg.instances))} ignored")
     method.check_records(recs, cfg)  # a missing field fails here, before any work
     examples, notes = method.build_rows(recs, image_root=image_root, cfg=cfg)
     for k, v in notes.items():

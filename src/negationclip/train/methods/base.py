@@ -151,6 +151,9 @@ class Method:
     ``recipe``: ``TrainConfig`` field defaults of the released recipe (``recipe_config``).
     ``options``: the method's own knobs (``--method-option KEY=VALUE``) with their defaults.
     ``train_vision``: the released vision setting (``none``, ``all``, ``last-K``).
+    ``uses_instances``: the method reads ``--instances`` (COCO-format objects per image); for
+    the others a given file is ignored with a note (``negationclip compare`` passes one file
+    to every method).
     """
 
     name: str = ""
@@ -160,6 +163,7 @@ class Method:
     recipe: dict[str, Any] = {}
     options: dict[str, Any] = {}
     train_vision: str = "none"
+    uses_instances: bool = False
     #: model families the method is defined for (its loss is written for their scores);
     #: NegationCLIP's objective goes through ``StepContext.pair_loss`` and takes every family
     families: tuple[str, ...] = ("clip",)

@@ -69,6 +69,7 @@ class Omni(ConClip):
     recipe = dict(lr=1e-6, batch_size=512, epochs=15, train_logit_scale=False)
     options = {"absence_weight": 1.0, "presence_weight": 1.0, "margin": 0.2}
     train_vision = "none"
+    uses_instances = True
 
     def text_trainable(self, name, model, cfg) -> bool:
         from .base import n_layers

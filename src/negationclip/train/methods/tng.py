@@ -130,6 +130,7 @@ class Tng(Method):
                   freeze_final_layer_norm=False, train_logit_scale=False, mix="original")
     options = {"image_labels": "paper", "contrast_from": "nearest"}
     train_vision = "none"
+    uses_instances = True
 
     def __init__(self, options=None):
         self.opts = self.resolve_options(options or {})
