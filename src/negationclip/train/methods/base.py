@@ -183,11 +183,12 @@ class Method:
     # data --------------------------------------------------------------------------------
     def check_records(self, records: Sequence[CaptionRecord], cfg) -> None:
         """Fail before any work when a needed field is absent from every record."""
-        for f in self.needs:
-            if records and not any(getattr(r, f, None) for r in records):
-                raise NegationClipError(
-                    f"method {self.name} needs the record field '{f}', which no record has; "
-                    + FIELD_HELP.get(f, ""))
+        missing = [f for f in self.needs if records and not any(getattr(r, f, None) for r in records)]
+        if missing:  # every missing field at once, each with how to make it
+            names = " and ".join(f"'{f}'" for f in missing)
+            raise NegationClipError(
+                f"method {self.name} needs the record field{'s' if len(missing) > 1 else ''} "
+                f"{names}, which no record has; " + "; ".join(FIELD_HELP.get(f, "") for f in missing))
 
     def build_rows(self, records: Sequence[CaptionRecord], *, image_root, cfg,
                    validation: bool = False) -> tuple[list[Example], Counter]:
