@@ -13,7 +13,8 @@ def test_compare_help_and_bad_method(tmp_path, capsys):
         main(["compare", "--help"])
     out = capsys.readouterr().out
     for opt in ("--methods", "--quick", "--steps", "--train-vision", "--ceiling", "--no-ceiling",
-                "examples:"):
+                "examples:", "--data", "--images", "--base", "--instances", "--benchmark",
+                "--negbench-mcq", "--valse-file", "--karpathy"):  # eval's options, from the registry
         assert opt in out
     assert main(["compare", "--methods", "negationclip,clip-bnl", "--out", str(tmp_path)]) == 2
     assert "unknown method(s) ['clip-bnl']" in capsys.readouterr().err
