@@ -90,6 +90,7 @@ def _benchmark_args(w) -> list[str]:
             "--retrieval-images", im]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ceiling_row_equals_the_ceiling_command(env, tmp_path, capsys):
     """The compare report's ceiling row is `negationclip ceiling` on the same world and base."""
@@ -114,6 +115,7 @@ def test_ceiling_row_equals_the_ceiling_command(env, tmp_path, capsys):
     assert f"| text-only ceiling ({cmd['ceiling_scorer']}) | frozen | {cmd['ceiling']:.3f} |" in md
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_real_data_compare_trains_every_method_and_runs_the_eval_benchmarks(env, tmp_path, capsys):
     """`compare --data --images --base` + eval's benchmark options: every method trained from the
