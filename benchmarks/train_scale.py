@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Arm, Bench, add_protocol_args  # noqa: E402
+from _harness import Arm, Bench, add_protocol_args, cli, parse_args, positive_int  # noqa: E402
 
 PER_IMAGE = 5
 
@@ -139,19 +139,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000,5000000", help="caption counts, comma-separated")
-    ap.add_argument("--steps", type=int, default=1000, help="timed steps per run (after the first)")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--dim", type=int, default=32, help="embedding width (the tiny CLIP's)")
+    ap.add_argument("--steps", type=positive_int, default=1000, help="timed steps per run (after the first)")
+    ap.add_argument("--batch-size", type=positive_int, default=32)
+    ap.add_argument("--dim", type=positive_int, default=32, help="embedding width (the tiny CLIP's)")
     ap.add_argument("--workdir", default=None,
                     help="where the synthetic data is written and reused (default: a temp dir)")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/train_scale.json)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     add_protocol_args(ap, threads=1, runs=1)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.child:
         print(json.dumps(child(Path(args.child), args.steps, args.batch_size)))
         return 0
-    sizes = [int(s) for s in args.sizes.split(",")]
+    try:
+        sizes = [positive_int(s) for s in args.sizes.split(",")]
+    except argparse.ArgumentTypeError as e:
+        ap.error(f"argument --sizes: {args.sizes!r}: each caption count must be a {e}")
     if args.quick:
         sizes, args.steps = [2000, 20000], 20
     bench = Bench("train_scale", threads=args.threads, runs=args.runs, quick=args.quick)
@@ -181,4 +184,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))
