@@ -224,3 +224,17 @@ def test_summary_readme_markers(tmp_path):
                                                           "unit": "ms", "beside": "worst 9 ms"}})
     assert summary.main(["--results", str(res), "--readme", str(readme)]) == 0
     assert "<!-- bench:eval_speed -->**3 ms** [2-4] (worst 9 ms; median of 3" in readme.read_text()
+
+
+def test_readme_markers_name_real_benchmarks():
+    """Every figure marker in the README belongs to a script here, so summary.py can refresh it."""
+    import re
+
+    text = (BENCH.parent / "README.md").read_text()
+    names = re.findall(r"<!-- bench:(\w+) -->", text)
+    assert len(names) == text.count("<!-- /bench -->") and names
+    tables = re.findall(r"<!-- bench-table:(\w+) -->", text)
+    assert len(tables) == text.count("<!-- /bench-table -->")
+    known = set(SCRIPTS) | {"generate_replicas"}  # generate_throughput also writes that one
+    assert set(names) | set(tables) <= known
+    assert {"explore_speed", "preprocess"} <= set(names) and tables == ["methods_negworld"]
