@@ -40,9 +40,9 @@ test: setup browser
 # (generate_throughput also runs its replica arms: 1 vs 4 servers, one killed, ~2 minutes).
 BENCHES := eval_speed encode_text train_speed generate_calls generate_throughput negworld_render
 BENCH_ARGS ?=
-# preprocess: about 1 minute. explore_speed (10,000 images, ~1 min per embedding run) and
+# preprocess: under half a minute. explore_speed (10,000 images, ~1 min per embedding run) and
 # methods_negworld (seven trainings per round, the README's table) take minutes each:
-# `make bench-full` runs them too (about 25 minutes).
+# `make bench-full` runs them too.
 BENCHES += preprocess
 BENCHES_FULL := explore_speed methods_negworld
 

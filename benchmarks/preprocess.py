@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=positive_int, default=64, help="images per arm call (default 64)")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/preprocess.json)")
-    add_protocol_args(ap, threads=1, runs=5)
+    add_protocol_args(ap, threads=1)
     args = parse_args(ap, argv)
     if args.quick:
         args.images, args.runs = 4, 1
