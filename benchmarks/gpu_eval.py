@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (Arm, Bench, FlopCounter, add_protocol_args, cli, device, nonneg_int, parse_args,  # noqa: E402
                       positive_int)
 
-NEEDS = ["transformers", "PIL", "numpy", "ftfy", "regex", "tokenizers", "safetensors"]
+NEEDS = ["transformers", "PIL", "numpy", "ftfy", "wcwidth", "regex", "tokenizers", "safetensors"]
 PHRASES = ["a dog without a collar", "the car that has no roof rack", "a man not wearing a hat",
            "the pizza with no olives", "a chair without armrests", "the bus that is not red"]
 
