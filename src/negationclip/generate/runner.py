@@ -55,12 +55,13 @@ class RunConfig:
     seed: int = 0
     propose_per: str = "image"  # "image": one proposer call for all captions of an image
     progress: bool | None = None  # None: follow NEGATIONCLIP_NO_PROGRESS
+    prompt_version: str = PROMPT_VERSION  # of the prompt set the LLM roles speak (rules: unused)
 
     def header(self, roles: dict) -> dict:
         return {"type": "run", "pipeline": self.pipeline, "candidates": self.candidates,
                 "propose_per": self.propose_per,
                 "affirmed": self.affirmed, "shard": list(self.shard), "seed": self.seed,
-                "backends": roles, "prompt_version": PROMPT_VERSION}
+                "backends": roles, "prompt_version": self.prompt_version}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -287,7 +288,7 @@ class Runner:
                 image_id=it.image_id, image_file=it.image_file, caption_id=it.caption_id,
                 original=it.caption, negated=res.negated, affirmed=affirmed, object=obj,
                 question_id=it.question_id, question=it.question, answer=it.answer,
-                phrasing=res.phrasing, backends=self.roles, prompt_version=PROMPT_VERSION))
+                phrasing=res.phrasing, backends=self.roles, prompt_version=self.cfg.prompt_version))
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, items: list[WorkItem]) -> dict:
