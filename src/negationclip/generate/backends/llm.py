@@ -25,7 +25,8 @@ class _ChatRole:
         self.prompts = get_prompt_set(prompts)
         self.temperature = (self.prompts.temperature[self.role] if temperature is None
                             else temperature)
-        self.top_p = self.prompts.top_p if top_p is None else top_p
+        top_p = self.prompts.top_p if top_p is None else top_p
+        self.top_p = top_p if self.temperature > 0 else 1.0  # greedy: no nucleus
         self.max_tokens = self.prompts.tokens(self.role, max_tokens)
 
     def describe(self) -> dict:
