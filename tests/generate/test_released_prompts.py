@@ -398,3 +398,43 @@ def test_hf_roles_send_the_released_prompts(train):
     assert proc.calls[-1]["text"] == [port_llava_prompt("Umbrella")]
     assert np.array_equal(np.asarray(proc.calls[-1]["images"][0]), np.asarray(Image.open(img).convert("RGB")))
     assert vmodel.calls[-1]["max_new_tokens"] == 10 and vmodel.calls[-1]["do_sample"] is False
+
+
+@pytest.mark.parametrize("checks", [True, False])
+def test_checks_off_keeps_what_the_released_loop_keeps(train, tmp_path, checks):
+    """With checks off, every parsed proposal is verified and every parsed rewrite kept, as in
+    the released loop (l.212-220): the records equal the port's output caption for caption."""
+    def answer(body):
+        role = _role_of(body)
+        if role == "proposer":
+            return "Star."  # named by some captions of NegWorld
+        if role == "verifier":
+            return "No"
+        cap = body["messages"][-1]["content"].split("to the caption '", 1)[1][:-2]
+        return cap + "."  # the caption unchanged: it states no absence
+
+    srv, bodies = _recording(answer)
+    out = tmp_path / "c.jsonl"
+    with srv:
+        o = _opts(srv)
+        summary = run_p1(train["captions"], out, images=train["images"], proposer=o, verifier=o,
+                         rewriter=o, limit=20, progress=False, checks=checks)
+    from negationclip.generate import p1_items
+    from negationclip.generate.grammar import mentions
+    items = p1_items(load_coco_captions(train["captions"]), train["images"])[:20]
+    port = {}
+    for it in items:  # the released loop on the same answers
+        obj = port_answer(answer({"messages": port_messages_propose(it.caption)}))
+        if not port_present(answer(port_body_llava(obj))):
+            port[it.work_id] = (obj, port_answer(answer({"messages": port_messages_rewrite(it.caption, obj)})))
+    recs = {r.work_id: (r.object, r.negated) for r in read_records(out)}
+    sib = {}
+    for it in p1_items(load_coco_captions(train["captions"]), train["images"]):
+        sib.setdefault(it.image_id, []).append(it.caption)
+    named = sum(any(mentions(c, "Star") for c in sib[it.image_id]) for it in items)
+    assert 0 < named < len(items)
+    if checks:  # nothing negates: every rewrite rejected, named objects never verified
+        assert recs == {} and summary["outcome_proposal_mentioned"] == named
+        assert summary["outcome_rewrite_rejected"] == len(items) - named
+    else:
+        assert recs == port and len(recs) == len(items)

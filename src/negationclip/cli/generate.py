@@ -139,6 +139,11 @@ def add_generate_parser(sub, make_parser) -> None:
                          "--prompts negationclip); caption: one call each, as the released loop; "
                          "auto: caption with --prompts released LLM proposers, else image. Objects "
                          "any caption of the image names are never verified, in every mode")
+    p1.add_argument("--checks", choices=["on", "off"], default="on",
+                    help="on: objects a caption of the image names are never verified, and rewrites "
+                         "that do not negate, drop the caption or miss the object are rejected "
+                         "(counted in the ledger); off: the released loop, which verifies every "
+                         "proposal and keeps every rewrite (unreadable answers stay skips)")
     p1.add_argument("--cooccurrence", choices=["auto", "instances", "captions"], default="auto",
                     help="rules proposer: learn co-occurrence from instances or from captions")
     _backend_args(p1, _ROLES_P1)
@@ -233,7 +238,8 @@ def _cmd_p1(args) -> int:
                      shard=parse_shard(args.shard), resume=args.resume, overwrite=args.overwrite,
                      limit=args.limit, seed=args.seed, chunk_size=args.chunk_size,
                      cooccurrence=args.cooccurrence, propose_per=args.propose_per,
-                     random_source=args.random_source, prompts=args.prompts)
+                     random_source=args.random_source, prompts=args.prompts,
+                     checks=args.checks == "on")
     _print_summary(summary)
     return 0 if not summary.get("items_error") else 1
 

@@ -45,7 +45,7 @@ def run_p1(captions: str | os.PathLike, out: str | os.PathLike, *,
            resume: bool = False, overwrite: bool = False, limit: int | None = None,
            seed: int = 0, chunk_size: int | None = None, cooccurrence: str = "auto",
            propose_per: str = "auto", progress: bool | None = None,
-           random_source: str = "auto", prompts: str | None = None) -> dict:
+           random_source: str = "auto", prompts: str | None = None, checks: bool = True) -> dict:
     """Run P1 (or Rand-P1 with ``random_objects``) over a COCO captions file; returns counts.
 
     ``prompts``: the prompt set of the LLM roles, ``released`` (the released
@@ -54,6 +54,9 @@ def run_p1(captions: str | os.PathLike, out: str | os.PathLike, *,
     released loop), ``image`` (one call for all captions of an image: the rules proposer, or
     ``negationclip``'s grouped prompt), ``auto`` (default): ``image`` where the proposer can group,
     else ``caption``.
+    ``checks`` False: the released loop's acceptance (every parsed proposal is verified, every
+    parsed rewrite kept); True (default): objects a caption of the image names are not verified,
+    rewrites that do not negate, drop the caption or miss the object are rejected (counted).
     ``random_source`` (Rand-P1): ``llm`` asks the proposer's LLM the paper's "Name a random
     object."; ``categories`` draws uniformly from the category list; ``auto`` (default): ``llm``
     with an LLM proposer, ``categories`` with the rules proposer."""
@@ -99,7 +102,7 @@ def run_p1(captions: str | os.PathLike, out: str | os.PathLike, *,
                         affirmed=(rewriter.kind == "rules") if affirmed is None else affirmed,
                         shard=shard, resume=resume, overwrite=overwrite, limit=limit,
                         chunk_size=chunk_size or max(64, 8 * conc), seed=seed,
-                        propose_per=propose_per, progress=progress,
+                        propose_per=propose_per, progress=progress, checks=checks,
                         prompt_version=_prompt_version(llm))
         runner = Runner(cfg, proposer=prop, verifier=ver, rewriter=rew)
         summary = runner.run(p1_items(caps, images, pipeline))
