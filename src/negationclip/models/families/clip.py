@@ -29,6 +29,23 @@ class ClipFamily(Family):
     def embed_dim(self, model) -> int:
         return int(model.config.projection_dim)
 
+    def vision_tokens(self, model) -> int:
+        vc = model.config.vision_config
+        return (int(vc.image_size) // int(vc.patch_size)) ** 2 + 1  # patches + class token
+
+    def vision_prefix(self, model, pixels, split):
+        vm = model.vision_model
+        h = vm.pre_layrnorm(vm.embeddings(_pixels(pixels)))
+        for layer in vm.encoder.layers[:split]:
+            h = layer(h, None)
+        return h
+
+    def vision_suffix(self, model, hidden, split):
+        vm = model.vision_model
+        for layer in vm.encoder.layers[split:]:
+            hidden = layer(hidden, None)
+        return model.visual_projection(vm.post_layernorm(hidden[:, 0, :]))
+
     def loss(self, model, image_emb, text_emb, *, extra_text_emb=None, extra_image_emb=None):
         from ...train.loss import contrastive_loss
         return contrastive_loss(image_emb, text_emb, model.logit_scale.exp().float(),

@@ -155,9 +155,50 @@ class SiglipFamily(Family):
     def embed_dim(self, model) -> int:
         return int(model.config.vision_config.hidden_size)
 
+    def vision_tokens(self, model):
+        vc = model.config.vision_config
+        return (int(vc.image_size) // int(vc.patch_size)) ** 2  # no class token
+
+    def vision_prefix(self, model, pixels, split):
+        vm = model.vision_model
+        h = vm.embeddings(pixels["pixel_values"] if isinstance(pixels, dict) else pixels)
+        for layer in vm.encoder.layers[:split]:
+            h = layer(h, None)
+        return h
+
+    def vision_suffix(self, model, hidden, split):
+        vm = model.vision_model
+        for layer in vm.encoder.layers[split:]:
+            hidden = layer(hidden, None)
+        return vm.head(vm.post_layernorm(hidden))  # the attention-pool head pools
+
     def similarity(self, model, image_emb, text_emb):
         return (model.logit_scale.exp().float() * image_emb @ text_emb.T
                 + model.logit_bias.float())
+
+    pair_loss_kind = "sigmoid"
+
+    def logit_bias(self, model):
+        return model.logit_bias.float()
+
+    def choice_loss(self, scores, targets, scale, bias=None):
+        """Each (row, candidate) pair its own binary problem: sigmoid of ``scale * score + bias``,
+        positive where ``targets`` says, summed over pairs and divided by the rows."""
+        from ...train.loss import positive_mask, sigmoid_pairs_loss
+        if bias is None:
+            raise NegationClipError(f"{self.name}: the sigmoid loss needs the model's logit bias")
+        return sigmoid_pairs_loss(scale * scores + bias, positive_mask(targets, tuple(scores.shape)))
+
+    def two_way_loss(self, scores, row_targets, col_targets, scale, bias=None):
+        """A pair is one binary problem read either way: the column view adds nothing, so the
+        symmetric term is the pair loss once (``sigmoid_loss`` on a batch, as SigLIP)."""
+        from ...train.loss import positive_mask
+        rows = positive_mask(row_targets, tuple(scores.shape))
+        cols = positive_mask(col_targets, (scores.shape[1], scores.shape[0]))
+        if not torch.equal(rows, cols.t()):
+            raise NegationClipError(f"{self.name}: the row and column targets name different "
+                                    "positive pairs; a sigmoid loss has one label per pair")
+        return self.choice_loss(scores, row_targets, scale, bias)
 
     def loss(self, model, image_emb, text_emb, *, extra_text_emb=None, extra_image_emb=None):
         from ...train.loss import sigmoid_loss
@@ -211,6 +252,9 @@ class Siglip2Family(SiglipFamily):
     name = "siglip2"
     model_types = ("siglip2",)
     model_class = "Siglip2Model"
+
+    def vision_tokens(self, model):
+        return None  # NaFlex: per-image patch masks; the whole tower runs when it trains
     swap_refusal = SiglipFamily.swap_refusal.replace("SigLIP", "SigLIP 2", 1)
 
 
