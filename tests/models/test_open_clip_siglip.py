@@ -30,21 +30,12 @@ from PIL import Image
 from negationclip.models import encode_images, encode_text, load_clip, save
 from negationclip.utils import NegationClipError
 from tests.models._siglip_fixtures import SENTENCES
+from tests.models.test_families import _images
 
 TEXTS = ["A Photo of a CAT!", "there's no apple, on the table.", "a_dog  with no ball",
          "two people and no umbrella next to a red car near the tree"]  # the last is truncated
 W, DEPTH, HEADS, PATCH, IMG = 32, 2, 4, 8, 32
 TW, TDEPTH, THEADS, CTX = 24, 2, 3, 12
-
-
-def _images():
-    ims = []
-    for i, (w, h) in enumerate([(40, 30), (17, 53), (64, 64)]):
-        im = Image.new("RGB", (w, h), (30 * i, 200 - 40 * i, 90))
-        for x in range(0, w, 3 + i):
-            im.putpixel((x, h // 2), (255, 255, 255))
-        ims.append(im)
-    return ims
 
 
 # --- a tiny open_clip SigLIP state dict ---------------------------------------------------------

@@ -146,11 +146,6 @@ def test_every_method_on_sigmoid_scores_equals_the_reference():
     assert abs(float(got.detach()) - float(want.detach())) < 1e-6
 
 
-def _with_present(recs):
-    from tests.train.conftest import OBJECTS
-    return [dict(r, present_objects=[OBJECTS[(i + 1) % 4], "picture"]) for i, r in enumerate(recs)]
-
-
 @pytest.mark.parametrize("method,kw", [
     ("conclip", dict(mine_negative_images=True)),
     ("negbench", dict(train_vision="last-1")),
@@ -161,7 +156,7 @@ def test_each_method_trains_only_its_set_on_siglip(dataset, tmp_path, method, kw
     from negationclip.models import load_clip
     from negationclip.train.methods import get_method
     from negationclip.train.trainable import configure_method_trainable
-    from tests.train.test_methods import _cfg
+    from tests.train.test_methods import _cfg, _with_present
 
     torch.set_num_threads(1)
     root, recs = dataset

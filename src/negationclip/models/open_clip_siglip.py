@@ -189,15 +189,21 @@ def open_clip_siglip_to_hf_state_dict(sd: dict, cfg) -> dict:
     copy(vt + "patch_embed.proj.bias", v + "embeddings.patch_embedding.bias")
     out[v + "embeddings.position_embedding.weight"] = take(vt + "pos_embed").reshape(
         -1, cfg.vision_config.hidden_size)
-    for i in range(cfg.vision_config.num_hidden_layers):
-        s, d = f"{vt}blocks.{i}.", f"{v}encoder.layers.{i}."
-        for a, b in (("norm1", "layer_norm1"), ("norm2", "layer_norm2"), ("attn.proj", "self_attn.out_proj"),
-                     ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
-            copy(s + a + ".weight", d + b + ".weight")
-            copy(s + a + ".bias", d + b + ".bias")
-        for kind in ("weight", "bias"):
-            for name, t in zip("qkv", _split3(take(s + f"attn.qkv.{kind}"))):
-                out[d + f"self_attn.{name}_proj.{kind}"] = t
+    def blocks(src: str, dst: str, n: int, names: tuple[str, ...], fused: str) -> None:
+        """Pre-norm blocks: (norm1, norm2, attn out, mlp in, mlp out) renamed, the fused
+        q/k/v projection (``fused`` + weight/bias) split in three."""
+        hf = ("layer_norm1", "layer_norm2", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+        for i in range(n):
+            s, d = f"{src}{i}.", f"{dst}{i}."
+            for a, b in zip(names, hf):
+                copy(s + a + ".weight", d + b + ".weight")
+                copy(s + a + ".bias", d + b + ".bias")
+            for kind in ("weight", "bias"):
+                for name, x in zip("qkv", _split3(take(s + fused.format(kind)))):
+                    out[d + f"self_attn.{name}_proj.{kind}"] = x
+
+    blocks(vt + "blocks.", v + "encoder.layers.", cfg.vision_config.num_hidden_layers,
+           ("norm1", "norm2", "attn.proj", "mlp.fc1", "mlp.fc2"), "attn.qkv.{}")
     copy(vt + "norm.weight", v + "post_layernorm.weight")
     copy(vt + "norm.bias", v + "post_layernorm.bias")
     h, ah = v + "head.", vt + "attn_pool."
@@ -211,15 +217,8 @@ def open_clip_siglip_to_hf_state_dict(sd: dict, cfg) -> dict:
     t = "text_model."
     copy("text.token_embedding.weight", t + "embeddings.token_embedding.weight")
     copy("text.positional_embedding", t + "embeddings.position_embedding.weight")
-    for i in range(cfg.text_config.num_hidden_layers):
-        s, d = f"text.transformer.resblocks.{i}.", f"{t}encoder.layers.{i}."
-        for a, b in (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("attn.out_proj", "self_attn.out_proj"),
-                     ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
-            copy(s + a + ".weight", d + b + ".weight")
-            copy(s + a + ".bias", d + b + ".bias")
-        for kind in ("weight", "bias"):
-            for name, x in zip("qkv", _split3(take(s + f"attn.in_proj_{kind}"))):
-                out[d + f"self_attn.{name}_proj.{kind}"] = x
+    blocks("text.transformer.resblocks.", t + "encoder.layers.", cfg.text_config.num_hidden_layers,
+           ("ln_1", "ln_2", "attn.out_proj", "mlp.c_fc", "mlp.c_proj"), "attn.in_proj_{}")
     copy("text.ln_final.weight", t + "final_layer_norm.weight")
     copy("text.ln_final.bias", t + "final_layer_norm.bias")
     if "text.text_projection.weight" in sd:  # proj_bias: an nn.Linear

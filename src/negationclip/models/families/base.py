@@ -42,13 +42,26 @@ class Family:
         tower (the whole tower then runs every step)."""
         return None
 
+    def vision_embed(self, model, pixels) -> torch.Tensor:
+        """The vision tower's input to its first encoder layer."""
+        raise NotImplementedError
+
+    def vision_head(self, model, hidden: torch.Tensor) -> torch.Tensor:
+        """The last encoder layer's states -> projected image features (norm, pool, project)."""
+        raise NotImplementedError
+
     def vision_prefix(self, model, pixels, split: int) -> torch.Tensor:
         """Hidden states after the first ``split`` encoder layers."""
-        raise NotImplementedError
+        h = self.vision_embed(model, pixels)
+        for layer in model.vision_model.encoder.layers[:split]:
+            h = layer(h, None)
+        return h
 
     def vision_suffix(self, model, hidden: torch.Tensor, split: int) -> torch.Tensor:
         """The remaining layers and the head: projected image features from ``vision_prefix``."""
-        raise NotImplementedError
+        for layer in model.vision_model.encoder.layers[split:]:
+            hidden = layer(hidden, None)
+        return self.vision_head(model, hidden)
 
     def similarity(self, model, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """The family's own image-text score of normalised embeddings, [I, T]."""

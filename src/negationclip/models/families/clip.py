@@ -33,18 +33,12 @@ class ClipFamily(Family):
         vc = model.config.vision_config
         return (int(vc.image_size) // int(vc.patch_size)) ** 2 + 1  # patches + class token
 
-    def vision_prefix(self, model, pixels, split):
+    def vision_embed(self, model, pixels):
         vm = model.vision_model
-        h = vm.pre_layrnorm(vm.embeddings(_pixels(pixels)))
-        for layer in vm.encoder.layers[:split]:
-            h = layer(h, None)
-        return h
+        return vm.pre_layrnorm(vm.embeddings(_pixels(pixels)))
 
-    def vision_suffix(self, model, hidden, split):
-        vm = model.vision_model
-        for layer in vm.encoder.layers[split:]:
-            hidden = layer(hidden, None)
-        return model.visual_projection(vm.post_layernorm(hidden[:, 0, :]))
+    def vision_head(self, model, hidden):
+        return model.visual_projection(model.vision_model.post_layernorm(hidden[:, 0, :]))
 
     def loss(self, model, image_emb, text_emb, *, extra_text_emb=None, extra_image_emb=None):
         from ...train.loss import contrastive_loss

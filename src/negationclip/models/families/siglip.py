@@ -159,17 +159,12 @@ class SiglipFamily(Family):
         vc = model.config.vision_config
         return (int(vc.image_size) // int(vc.patch_size)) ** 2  # no class token
 
-    def vision_prefix(self, model, pixels, split):
-        vm = model.vision_model
-        h = vm.embeddings(pixels["pixel_values"] if isinstance(pixels, dict) else pixels)
-        for layer in vm.encoder.layers[:split]:
-            h = layer(h, None)
-        return h
+    def vision_embed(self, model, pixels):
+        return model.vision_model.embeddings(pixels["pixel_values"] if isinstance(pixels, dict)
+                                             else pixels)
 
-    def vision_suffix(self, model, hidden, split):
+    def vision_head(self, model, hidden):
         vm = model.vision_model
-        for layer in vm.encoder.layers[split:]:
-            hidden = layer(hidden, None)
         return vm.head(vm.post_layernorm(hidden))  # the attention-pool head pools
 
     def similarity(self, model, image_emb, text_emb):
