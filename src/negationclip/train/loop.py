@@ -31,8 +31,8 @@ from .data import (CaptionRecord, Example, ReadReport, TokenTable, coerce_record
                    epoch_batches, mine_negative_images, originals_by_image, read_records, shard,
                    split_examples)
 from .loss import loss_value
-from .methods import get_method, method_names
-from .methods.base import Method, StepContext, scaled_logit_scale
+from .methods import get_method
+from .methods.base import Method, StepContext, scaled_logit_bias, scaled_logit_scale
 from .reporting import make_reporter
 from .trainable import configure_method_trainable, trainable_parameters
 from .vision import LiveVision
@@ -280,7 +280,9 @@ class _Trainer:
                            device=self.device, info=self.info, rank=self.info.rank,
                            world=self.info.world, seed=self.cfg.seed, step=self.step,
                            options=getattr(self.method, "opts", {}),
-                           pair_loss=functools.partial(self.b.family.loss, self.model))
+                           pair_loss=functools.partial(self.b.family.loss, self.model),
+                           family=self.b.family,
+                           logit_bias=scaled_logit_bias(self.model, self.b.family, self.info.world))
 
     def train_mode(self) -> None:
         self.model.text_model.train()
@@ -353,11 +355,7 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
         torch.manual_seed(cfg.seed)
         bundle = _load_bundle(model, device, inplace)
         method = get_method(cfg.method, cfg.method_options)
-        if bundle.family.name not in method.families:
-            raise NegationClipError(
-                f"method {method.name!r} is defined with CLIP's contrastive loss and is not "
-                f"available for a {bundle.family.name} model; methods for it: "
-                + ", ".join(n for n in method_names() if bundle.family.name in get_method(n).families))
+        method.check_family(bundle.family)
         vision = cfg.train_vision or method.train_vision
         summary = configure_method_trainable(bundle.model, method, cfg, vision)
         say(f"method {method.name}: " + summary.describe())
