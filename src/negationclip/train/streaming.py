@@ -7,7 +7,8 @@
 ``filepath``, ``caption``, comma).
 
 CSV and JSONL files are indexed once by byte offset every ``chunk`` records (a numpy int64
-array: 8 bytes per chunk, not per record, and no Python object per record); a chunk is read
+array: 8 bytes per chunk, not per record, and no Python object per record; the scan is
+vectorised with numpy over fixed-size blocks of the file); a chunk is read
 and parsed when needed, so memory holds one chunk, not the file. Epoch order is a seeded
 permutation of chunks, then of the rows inside each chunk: a shuffle that reads each byte once
 per epoch. Webdataset tar shards are read sequentially with the standard ``tarfile`` module
@@ -103,27 +104,62 @@ def expand_urls(spec: str | Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- indexed text files
 
 
-def _record_starts(path: Path, quoted: bool, chunk: int) -> tuple[np.ndarray, int]:
+def _record_starts(path: Path, quoted: bool, chunk: int, block: int = 1 << 22) -> tuple[np.ndarray, int]:
     """Byte offsets of every ``chunk``-th record after the header line, and the record count.
     With ``quoted`` (CSV) a record continues over newlines while a quote is open (RFC 4180:
-    an escaped quote is doubled, so the parity of quote characters decides)."""
-    offsets, n = [], 0
+    an escaped quote is doubled, so the parity of quote characters decides). Blank lines are
+    not records.
+
+    Vectorised: the file is read in ``block``-byte pieces into one reused buffer (constant
+    memory, nothing memory-mapped), and newlines, quote parity and blankness are found with
+    numpy; no Python work per line (a 5M-line CSV is indexed in seconds, not tens)."""
+    offsets: list[np.ndarray] = []
+    n = 0
+    parity = 0            # quotes seen so far, mod 2 (quoted: a newline at odd parity is inside)
+    open_start = 0        # start offset of the record not yet ended
+    open_nonblank = False
+    header = quoted       # the first record is the CSV header
+    buf = bytearray(block)
+    pos = 0
     with open(path, "rb") as f:
-        if quoted:
-            _read_quoted_record(f)  # header
-        pos = f.tell()
         while True:
-            start = pos
-            line = _read_quoted_record(f) if quoted else f.readline()
-            if not line:
+            got = f.readinto(buf)
+            if not got:
                 break
-            pos = f.tell()
-            if not line.strip():
-                continue
-            if n % chunk == 0:
-                offsets.append(start)
-            n += 1
-    return np.asarray(offsets, dtype=np.int64), n
+            b = np.frombuffer(buf, np.uint8, got)
+            is_nl = b == 10
+            if quoted:
+                q = np.cumsum(b == 34, dtype=np.int32)
+                is_nl &= ((q + parity) & 1) == 0
+                parity = (parity + int(q[-1])) & 1
+                del q
+            nl = np.flatnonzero(is_nl)
+            nb = np.cumsum((b > 32) | (b == 11) | (b == 12) | (b < 9), dtype=np.int32)  # non-space
+            if len(nl):
+                ends = nb[nl]
+                counts = np.diff(ends, prepend=0)
+                counts[0] += int(open_nonblank)
+                starts = np.empty(len(nl), np.int64)
+                starts[0] = open_start
+                starts[1:] = pos + nl[:-1] + 1
+                keep = counts > 0
+                if header:
+                    keep[0] = False
+                    header = False
+                st = starts[keep]
+                idx = n + np.arange(len(st))
+                offsets.append(st[idx % chunk == 0])
+                n += len(st)
+                open_start = pos + int(nl[-1]) + 1
+                open_nonblank = bool(nb[-1] - ends[-1] > 0)
+            else:
+                open_nonblank = open_nonblank or bool(nb[-1] > 0)
+            pos += got
+    if open_start < pos and open_nonblank and not header:  # a last record without a newline
+        if n % chunk == 0:
+            offsets.append(np.array([open_start], np.int64))
+        n += 1
+    return (np.concatenate(offsets).astype(np.int64) if offsets else np.zeros(0, np.int64)), n
 
 
 def _read_quoted_record(f) -> bytes:
@@ -376,10 +412,12 @@ class EmbeddedStream:
 
 
 def stream_key(s: Sample, image_root) -> str:
-    """The image key of a sample: its resolved path, or ``url#key`` inside a tar."""
+    """The image key of a sample: its absolute path (string work only, no file system call:
+    the cache keys rows by content, this key only finds them again within the run), or
+    ``url#key`` inside a tar."""
     if s.image_path is not None:
-        from .data import image_key
-        return image_key(s.image_path, image_root)
+        return os.path.abspath(os.path.join(image_root, s.image_path) if image_root is not None
+                               else s.image_path)
     return s.key
 
 
