@@ -151,3 +151,34 @@ def test_bad_streamed_input_is_one_clear_line(tmp_path, tiny, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and err.startswith("error: ") and msg in err, (extra, err)
         assert "Traceback" not in err and not (tmp_path / f"run{i}").exists()
+
+
+@pytest.mark.timeout(240)
+def test_a_killed_streamed_run_resumes_to_the_same_weights(tmp_path, tiny):
+    from safetensors.torch import load_file
+
+    from negationclip.train import TrainConfig, finetune
+    from negationclip.train.streaming import StreamInput
+
+    recs = make_dataset(tmp_path / "data", n=10)
+    f = tmp_path / "c.csv"
+    f.write_text("filepath\ttitle\n" + "".join(f"{r['image']}\t{r['negated']}\n" for r in recs))
+    inp = StreamInput(str(f), "csv", chunk=3)
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, seed=1, checkpoint_every_steps=1,
+                      cache_dir=str(tmp_path / "cache"), report_to="none")
+    kw = dict(image_root=tmp_path / "data" / "images", verbose=False)
+    finetune(tiny, inp, cfg, tmp_path / "full", **kw)
+
+    class Kill(Exception):
+        pass
+
+    def kill_at_4(step):
+        if step == 4:
+            raise Kill
+    with pytest.raises(Kill):  # epoch 2, second batch: the resume skips into the stream
+        finetune(tiny, inp, cfg, tmp_path / "cut", on_step=kill_at_4, **kw)
+    res = finetune(tiny, inp, cfg, tmp_path / "cut", resume=True, **kw)
+    assert res.steps == 6  # 10 rows, batch 4: 3 steps an epoch
+    a = load_file(str(tmp_path / "full" / "state" / "trainable.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "state" / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
