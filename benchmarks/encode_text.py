@@ -65,6 +65,7 @@ def siglip_bundle(quick: bool, folder: Path):
     cfg = SiglipConfig(text_config=dict(vocab_size=len(tok), hidden_size=w, intermediate_size=4 * w,
                                         num_hidden_layers=layers, num_attention_heads=heads,
                                         max_position_embeddings=64, pad_token_id=tok.pad_token_id,
+                                        projection_size=32,  # the joint space is the vision width
                                         eos_token_id=tok.eos_token_id),
                        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
                                           num_attention_heads=4, image_size=32, patch_size=16))

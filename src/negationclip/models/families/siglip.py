@@ -118,7 +118,14 @@ class SiglipFamily(Family):
         return model.vision_model(**kw).pooler_output
 
     def embed_dim(self, model) -> int:
-        return int(model.config.vision_config.hidden_size)
+        # the text head projects to ``projection_size``; the vision pooler keeps its width
+        vis = int(model.config.vision_config.hidden_size)
+        txt = getattr(model.config.text_config, "projection_size", None) or vis
+        if int(txt) != vis:
+            raise NegationClipError(
+                f"SigLIP config: text projection_size {txt} != vision hidden_size {vis}; "
+                "image and text embeddings must share one space")
+        return vis
 
     def similarity(self, model, image_emb, text_emb):
         return (model.logit_scale.exp().float() * image_emb @ text_emb.T
