@@ -182,3 +182,12 @@ def test_a_killed_streamed_run_resumes_to_the_same_weights(tmp_path, tiny):
     a = load_file(str(tmp_path / "full" / "state" / "trainable.safetensors"))
     b = load_file(str(tmp_path / "cut" / "state" / "trainable.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_help_teaches_the_streamed_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for opt in ("--dataset-type", "--train-data", "--csv-img-key", "--csv-caption-key",
+                "--csv-separator", "--stream-chunk", "{00000..00999}.tar", "NegBench"):
+        assert opt in out, opt

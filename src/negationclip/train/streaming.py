@@ -422,8 +422,12 @@ def stream_key(s: Sample, image_root) -> str:
 
 
 def embed_stream(ds: StreamingDataset, bundle, cache, image_root, *, batch_size: int = 64,
-                 block: int = 65536, distributed: bool = False, desc: str = "captions") -> EmbeddedStream:
-    """One pass over ``ds`` (file order): embed every image once, count the usable rows."""
+                 block: int | None = None, distributed: bool = False,
+                 desc: str = "captions") -> EmbeddedStream:
+    """One pass over ``ds`` (file order): embed every image once, count the usable rows.
+    ``block``: records per cache call (default 65536; 1024 for webdataset, whose image bytes
+    are held for the block)."""
+    block = block or (1024 if ds.kind == "webdataset" else 65536)
     from collections import Counter
 
     from ..models import open_image
