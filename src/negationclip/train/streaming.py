@@ -440,7 +440,10 @@ def embed_stream(ds: StreamingDataset, bundle, cache, image_root, *, batch_size:
     first_failure = None
     n_rows = 0
     n_total = len(ds) if ds.kind != "webdataset" else None
-    bar = progress(total=n_total, desc=f"embedding the images of the {desc}", unit="rec")
+    import torch.distributed as dist
+    main_rank = not (distributed and dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    bar = progress(total=n_total, desc=f"embedding the images of the {desc}", unit="rec",
+                   disable=None if main_rank else True)
     it = ds.epoch(0, shuffle=False)
     while True:
         samples = list(itertools.islice(it, block))
