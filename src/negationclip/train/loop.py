@@ -114,6 +114,7 @@ class _Data:
     data_fingerprint: dict
     stream: Any = None            # streaming.EmbeddedStream when the training captions stream
     val_stream: Any = None        # ... and the validation captions
+    seed: int = 0                 # of the in-memory batch order (TrainConfig.seed)
 
     @property
     def n_train(self) -> int:
@@ -135,8 +136,6 @@ class _Data:
         idx = epoch_batches(len(self.train), batch_size, epoch=epoch, seed=self.seed, min_size=world,
                             groups=[self.image_index[e.image] for e in self.train] if dedupe else None)
         return len(idx), ([self.train[i] for i in b] for b in idx)
-
-    seed: int = 0
 
 
 def _load_bundle(model, device: torch.device, inplace: bool):
