@@ -38,7 +38,7 @@ test: setup browser
 # load average; JSON in benchmarks/results/), then one table: benchmarks/results/summary.md.
 # More runs: make bench BENCH_ARGS="--runs 5". Sized for about 12 minutes on a quiet 2-core machine
 # (generate_throughput also runs its replica arms: 1 vs 4 servers, one killed, ~2 minutes).
-BENCHES := eval_speed encode_text train_speed generate_calls generate_throughput negworld_render
+BENCHES := eval_speed encode_text train_speed generate_calls generate_throughput negworld_render train_scale
 BENCH_ARGS ?=
 # preprocess: under half a minute. explore_speed (10,000 images, ~1 min per embedding run) and
 # methods_negworld (seven trainings per round, the README's table) take minutes each:
