@@ -279,14 +279,11 @@ def run_compare_data(cfg: CompareConfig) -> dict:
         tc = data_method_config(cfg, name)
         reason = None
         m = get_method(name, tc.method_options)
-        if family not in m.families:
-            reason = (f"method {name} is written for {'/'.join(m.families)} models, the base is "
-                      f"{family}")
-        else:
-            try:
-                m.check_records(read.records, tc)
-            except NegationClipError as e:
-                reason = str(e)
+        try:
+            m.check_family(base.family)
+            m.check_records(read.records, tc)
+        except NegationClipError as e:
+            reason = str(e)
         if reason:
             rows[name] = {"status": "skipped", "reason": reason}
             print(f"[2/3] {name}: skipped: {reason}", flush=True)
