@@ -7,7 +7,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP := $(PY) -m pip install -q $(FIND_LINKS)
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test setup clean bench browser
+.PHONY: demo test setup clean bench bench-full browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,16 @@ test: setup browser
 # load average; JSON in benchmarks/results/), then one table: benchmarks/results/summary.md.
 # More runs: make bench BENCH_ARGS="--runs 5". Sized for about 12 minutes on a quiet 2-core machine
 # (generate_throughput also runs its replica arms: 1 vs 4 servers, one killed, ~2 minutes).
-BENCHES := eval_speed encode_text train_speed generate_calls generate_throughput negworld_render
+BENCHES := eval_speed encode_text train_speed generate_calls generate_throughput negworld_render train_scale
 BENCH_ARGS ?=
+# preprocess: under half a minute. explore_speed (10,000 images, ~1 min per embedding run) and
+# methods_negworld (seven trainings per round, the README's table) take minutes each:
+# `make bench-full` runs them too.
+BENCHES += preprocess
+BENCHES_FULL := explore_speed methods_negworld
+
+bench-full: BENCHES += $(BENCHES_FULL)
+bench-full: bench
 
 bench: setup
 	for b in $(BENCHES); do $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done

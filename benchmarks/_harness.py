@@ -30,6 +30,16 @@ Text is counted at the length each forward actually runs (its padded length), so
 pads to 77 is credited with the padding it computes: the fraction of peak says how well the
 hardware is used, the ratio says how much work was avoided. ``tests/benchmarks`` checks the
 formulas against ``torch.utils.flop_counter`` on a tiny model.
+
+Options: every numeric option uses the package's argparse types (``utils.argtypes``: ``--runs
+0`` or ``--threads -1`` stop with ``error: argument --runs: ...``, exit 2), :func:`parse_args`
+refuses an ``--out`` (any option named ``*out``) that cannot be written before any work, and
+:func:`cli` turns a ``NegationClipError`` or ``OSError`` met while running into ``error: ...``,
+exit 2, never a traceback.
+
+Devices: ``Bench(device="cuda")`` measures the peak with CUDA GEMMs (``PEAK_N_CUDA``, in the
+arms' dtype) and synchronizes the device after every arm call, so a call's wall time includes
+its queued kernels.
 """
 
 from __future__ import annotations
@@ -47,8 +57,13 @@ from typing import Any, Callable
 
 import torch
 
+from negationclip.utils.argtypes import device, nonneg_float, nonneg_int, positive_float, positive_int  # noqa: F401
+from negationclip.utils.errors import NegationClipError
+from negationclip.utils.paths import check_output
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PEAK_N = 1536
+PEAK_N_CUDA = 8192
 BUSY_MARGIN = 0.5
 # The 1-minute load average decays over minutes: a 1-thread script started right after a
 # 2-thread one (make bench) still sees about 2 of that one's load, which is not other work.
@@ -88,22 +103,35 @@ class FlopCounter:
 
     ``backward_text=True`` adds twice the text forward for its backward pass (gradients of
     activations and weights), as in a training step where only the text tower learns.
+    ``auto_backward=True`` decides per forward, for either tower: a forward run with gradients
+    enabled on a tower that has trainable parameters is charged twice again for its backward
+    (an upper bound where only some of the tower's layers train); a no-grad forward (cached
+    embeddings, evaluation) is charged once.
     """
 
-    def __init__(self, model, backward_text: bool = False):
+    def __init__(self, model, backward_text: bool = False, auto_backward: bool = False):
         self.config, self.flops, self.calls = model.config, 0, {"vision": 0, "text": 0}
         self._text_mult = 3 if backward_text else 1
+        self._auto = auto_backward
+        self._towers = {"vision": model.vision_model, "text": model.text_model}
         self._hooks = [model.vision_model.register_forward_pre_hook(self._vision, with_kwargs=True),
                        model.text_model.register_forward_pre_hook(self._text, with_kwargs=True)]
 
+    def _mult(self, tower: str, default: int) -> int:
+        if not self._auto:
+            return default
+        trains = torch.is_grad_enabled() and any(p.requires_grad for p in self._towers[tower].parameters())
+        return 3 if trains else 1
+
     def _vision(self, _mod, args, kwargs):
         px = kwargs.get("pixel_values", args[0] if args else None)
-        self.flops += vision_flops(self.config, int(px.shape[0]))
+        self.flops += self._mult("vision", 1) * vision_flops(self.config, int(px.shape[0]))
         self.calls["vision"] += 1
 
     def _text(self, _mod, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
-        self.flops += self._text_mult * text_flops(self.config, int(ids.shape[0]), int(ids.shape[1]))
+        self.flops += self._mult("text", self._text_mult) * text_flops(self.config, int(ids.shape[0]),
+                                                                       int(ids.shape[1]))
         self.calls["text"] += 1
 
     def reset(self) -> None:
@@ -154,17 +182,31 @@ def cpu_seconds() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
-def matmul_peak(n: int = PEAK_N, reps: int = 6) -> dict:
-    """Best float32 GEMM rate (GFLOP/s) at the current torch thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def synchronize(device: str | torch.device = "cpu") -> None:
+    """Wait for the device's queued work (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(n: int = PEAK_N, reps: int = 6, device: str = "cpu",
+                dtype: torch.dtype = torch.float32) -> dict:
+    """Best GEMM rate (GFLOP/s) of ``n x n`` matrices: on CPU at the current torch thread count,
+    on CUDA in ``dtype`` (float32 GEMMs there follow torch's TF32 setting, reported)."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)  # warm-up
+    synchronize(device)
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         torch.mm(a, b)
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
-    return {"gflops": 2 * n ** 3 / best / 1e9, "n": n, "reps": reps, "dtype": "float32",
-            "threads": torch.get_num_threads()}
+    out = {"gflops": 2 * n ** 3 / best / 1e9, "n": n, "reps": reps, "dtype": str(dtype).replace("torch.", ""),
+           "threads": torch.get_num_threads(), "device": str(device)}
+    if torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+        out["tf32"] = torch.backends.cuda.matmul.allow_tf32
+    return out
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -202,11 +244,15 @@ class Bench:
     ratios: list[dict] = field(default_factory=list)
     targets: list[dict] = field(default_factory=list)
     headline: dict | None = None
-    quick: bool = False  # smoke test: a small GEMM for the peak (figures meaningless)
+    quick: bool = False  # smoke test: a small GEMM for the peak, no warm-up (figures meaningless)
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32  # of the peak's GEMMs (the arms' compute dtype)
 
     def __post_init__(self):
         os.environ.setdefault("NEGATIONCLIP_NO_PROGRESS", "1")
         torch.set_num_threads(self.threads)
+        if self.quick:
+            self.warmup = 0
         self.load_samples = [load_average()]
         self.load_before = self.load_samples[0]
         self.peak_before = self._peak()
@@ -223,6 +269,7 @@ class Bench:
             for a in arms:
                 c0, t0 = cpu_seconds(), time.perf_counter()
                 out = a.run() or {}
+                synchronize(self.device)
                 wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
                 self.load_samples.append(load_average())
                 if not timed:
@@ -279,7 +326,9 @@ class Bench:
         self.headline = {"what": what, "value": value, "min": lo, "max": hi, "unit": unit}
 
     def _peak(self) -> dict:
-        return matmul_peak(512, 3) if self.quick else matmul_peak()
+        cuda = torch.device(self.device).type == "cuda"
+        n = 512 if self.quick else (PEAK_N_CUDA if cuda else PEAK_N)
+        return matmul_peak(n, 3 if self.quick else (10 if cuda else 6), self.device, self.dtype)
 
     @property
     def peak_gflops(self) -> float:
@@ -312,7 +361,8 @@ class Bench:
         """Print the table, ratios, targets and load; write the JSON (atomically)."""
         result = {"benchmark": self.name, "note": self.note, "quick": self.quick,
                   "protocol": {"runs": self.runs, "warmup": self.warmup, "order": "interleaved (A B A B ...)",
-                               "threads": self.threads, "statistic": "median; spread = min..max of runs"},
+                               "threads": self.threads, "device": str(self.device),
+                               "statistic": "median; spread = min..max of runs"},
                   "peak": {"gflops": self.peak_gflops, "before": self.peak_before, "after": self.peak_after},
                   "load": self.load, "arms": self.arms, "ratios": self.ratios, "targets": self.targets,
                   "headline": self.headline, "config": config or {}, **(extra or {}),
@@ -353,7 +403,9 @@ class Bench:
             print(f"target {t['what']} {t['op']} {fmt(t['goal'])}: {v} -> {state}"
                   + (f" ({t['note']})" if t["note"] else ""))
         ld = result["load"]
-        print(f"matmul peak {result['peak']['gflops']:.0f} GFLOP/s (float32, {self.threads} threads); "
+        where = (f"{self.threads} threads" if torch.device(self.device).type == "cpu"
+                 else result["peak"]["before"].get("gpu", str(self.device)))
+        print(f"matmul peak {result['peak']['gflops']:.0f} GFLOP/s ({result['peak']['before']['dtype']}, {where}); "
               f"load average before {ld['before']}, after {ld['after']}"
               + (f"; BUSY: 1-min load reached {ld['max_1min']:.2f} > {ld['busy_threshold']} "
                  "(other work on the machine; not a quiet-machine figure)" if ld["busy"] else "; quiet"))
@@ -383,14 +435,43 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def quick_flag(ap) -> None:
-    """``--quick``: tiny sizes, one run, for the smoke test (figures meaningless)."""
-    ap.add_argument("--quick", action="store_true", help="tiny sizes and one run (smoke test only)")
+    """``--quick``: tiny sizes, one run, no warm-up, for the smoke test (figures meaningless)."""
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one run, no warm-up (smoke test only)")
 
 
 def add_protocol_args(ap, threads: int = 2, runs: int = 3) -> None:
-    ap.add_argument("--threads", type=int, default=threads, help="torch CPU threads (peak measured at this count)")
-    ap.add_argument("--runs", type=int, default=runs, help="timed runs per arm, interleaved, after one warm-up")
+    ap.add_argument("--threads", type=positive_int, default=threads,
+                    help=f"torch CPU threads (peak measured at this count; default {threads})")
+    ap.add_argument("--runs", type=positive_int, default=runs,
+                    help=f"timed runs per arm, interleaved, after one warm-up (default {runs})")
     quick_flag(ap)
+
+
+def parse_args(ap, argv=None):
+    """``ap.parse_args`` plus the output guard: every option whose name ends in ``out`` (``--out``,
+    ``--replicas-out``) must be a file that can be written (``utils.paths.check_output``), else
+    ``error: ...`` and exit 2 before any work."""
+    args = ap.parse_args(argv)
+    for dest, value in vars(args).items():
+        if dest.endswith("out") and value:
+            try:
+                check_output(value, kind="file", option="--" + dest.replace("_", "-"))
+            except NegationClipError as e:
+                ap.error(str(e))
+    return args
+
+
+def cli(main: Callable[..., int], argv=None) -> int:
+    """Run a script's ``main``: a ``NegationClipError`` or ``OSError`` becomes one line
+    ``error: ...`` on stderr and exit status 2 (bad input, never a traceback)."""
+    try:
+        return main(argv)
+    except NegationClipError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Arm, Bench, FlopCounter, add_protocol_args  # noqa: E402
+from _harness import Arm, Bench, FlopCounter, add_protocol_args, cli, parse_args, positive_int  # noqa: E402
 
 WORDS = ("a man woman child dog cat street car bus table plate pizza kitchen with on in of the "
          "sitting standing riding holding next to near red blue small large white black two three "
@@ -77,11 +77,11 @@ def siglip_bundle(quick: bool, folder: Path):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--captions", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--captions", type=positive_int, default=256)
+    ap.add_argument("--batch-size", type=positive_int, default=128)
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/encode_text.json)")
     add_protocol_args(ap)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.quick:
         args.captions, args.batch_size, args.runs = 16, 8, 1
     bench = Bench("encode_text", threads=args.threads, runs=args.runs, quick=args.quick)
@@ -135,4 +135,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Arm, Bench, FlopCounter, add_protocol_args  # noqa: E402
+from _harness import (Arm, Bench, FlopCounter, add_protocol_args, cli, nonneg_int, parse_args,  # noqa: E402
+                      positive_int)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = REPO.parent / "shared" / "data" / "benchmarks" / "NegRefCOCOg.json"
@@ -116,15 +117,16 @@ def negref_reference(bundle, records: list[dict], root: Path) -> list[str]:
     per forward; first maximum wins."""
     from negationclip.models import image_features, text_features
 
-    outcomes = []
+    outcomes, dev, dt = [], bundle.device, bundle.dtype  # any device (benchmarks/gpu_eval.py)
     for r in records:
         tok = bundle.tokenizer([r["phrase"]], padding="max_length")
-        t = F.normalize(text_features(bundle.model, tok.input_ids, tok.attention_mask), dim=-1)[0]
+        t = F.normalize(text_features(bundle.model, tok.input_ids.to(dev), tok.attention_mask.to(dev)).float(),
+                        dim=-1)[0]
         scores = []
         for x, y, w, h in r["bbox_list"]:
             im = Image.open(root / r["image"]).convert("RGB")
             crop = im.crop((max(0, x), max(0, y), min(im.width, x + w), min(im.height, y + h)))
-            v = F.normalize(image_features(bundle.model, bundle.transform([crop])), dim=-1)[0]
+            v = F.normalize(image_features(bundle.model, bundle.transform([crop]).to(dev, dt)).float(), dim=-1)[0]
             scores.append(float(v @ t))
         ref = r["bbox_list"].index(r["ref_bbox"])
         best = max(range(len(scores)), key=scores.__getitem__)  # first maximum
@@ -190,16 +192,16 @@ def mcq_ours(fn, bundle, csv_path: Path, root: Path, batch_size: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--negrefcocog", default=str(DEFAULT_FILE), help="released NegRefCOCOg.json")
-    ap.add_argument("--records", type=int, default=30, help="first N NegRefCOCOg records")
-    ap.add_argument("--mcq-questions", type=int, default=24, help="NegBench MCQ rows (0: no MCQ arms)")
-    ap.add_argument("--mcq-per-image", type=int, default=1,
+    ap.add_argument("--records", type=positive_int, default=30, help="first N NegRefCOCOg records")
+    ap.add_argument("--mcq-questions", type=nonneg_int, default=24, help="NegBench MCQ rows (0: no MCQ arms)")
+    ap.add_argument("--mcq-per-image", type=positive_int, default=1,
                     help="MCQ rows per image (1 as in NegBench's COCO file: no decode to share)")
-    ap.add_argument("--batch-size", type=int, default=64, help="negationclip crop/image batch size")
-    ap.add_argument("--pass-crops", type=int, default=32, help="crops in the image-pass-alone arm (one batch)")
+    ap.add_argument("--batch-size", type=positive_int, default=64, help="negationclip crop/image batch size")
+    ap.add_argument("--pass-crops", type=positive_int, default=32, help="crops in the image-pass-alone arm (one batch)")
     ap.add_argument("--tiny", action="store_true", help="tiny model instead of ViT-B/32 (smoke test)")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/eval_speed.json)")
     add_protocol_args(ap)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.quick:
         args.tiny, args.records, args.mcq_questions, args.pass_crops, args.runs = True, 4, 3, 8, 1
     src = Path(args.negrefcocog)
@@ -286,4 +288,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -27,7 +27,7 @@ import itertools
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Arm, Bench, add_protocol_args  # noqa: E402
+from _harness import Arm, Bench, add_protocol_args, cli, nonneg_int, parse_args, positive_int  # noqa: E402
 
 from negationclip.data.coco import load_coco_captions, load_coco_instances  # noqa: E402
 from negationclip.data.negworld import WorldConfig, build_world, load_scenes  # noqa: E402
@@ -79,11 +79,11 @@ def ours_flow(capf: Path, instf: Path, out: Path, per: str, seed: int, present: 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=300, help="NegWorld images to build")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--images", type=positive_int, default=300, help="NegWorld images to build")
+    ap.add_argument("--seed", type=nonneg_int, default=0)
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/generate_calls.json)")
     add_protocol_args(ap, threads=1)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.quick:
         args.images, args.runs = 20, 1
     bench = Bench("generate_calls", threads=args.threads, runs=args.runs, quick=args.quick)
@@ -123,4 +123,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

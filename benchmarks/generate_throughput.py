@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Arm, Bench, add_protocol_args  # noqa: E402
+from _harness import (Arm, Bench, add_protocol_args, cli, nonneg_float, nonneg_int, parse_args,  # noqa: E402
+                      positive_int)
 
 from negationclip.data.negworld import WorldConfig, build_world  # noqa: E402
 from negationclip.generate import BackendOptions, run_p1  # noqa: E402
@@ -139,21 +140,21 @@ def _run(world: Path, out: Path, url, concurrency: int, limit: int, fresh: bool 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--latency", type=float, default=0.05, help="server latency per call (s)")
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--sequential-items", type=int, default=40, help="captions in the sequential run")
-    ap.add_argument("--concurrent-items", type=int, default=1000, help="captions in the concurrent run")
+    ap.add_argument("--latency", type=nonneg_float, default=0.05, help="server latency per call (s)")
+    ap.add_argument("--concurrency", type=positive_int, default=32)
+    ap.add_argument("--sequential-items", type=positive_int, default=40, help="captions in the sequential run")
+    ap.add_argument("--concurrent-items", type=positive_int, default=1000, help="captions in the concurrent run")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/generate_throughput.json)")
-    ap.add_argument("--replicas", type=int, default=4,
+    ap.add_argument("--replicas", type=nonneg_int, default=4,
                     help="servers in the replica arms (0: skip them)")
-    ap.add_argument("--replica-latency", type=float, default=0.5,
+    ap.add_argument("--replica-latency", type=nonneg_float, default=0.5,
                     help="server latency per call in the replica arms (s)")
-    ap.add_argument("--replica-items", type=int, default=600, help="captions per replica-arm run")
+    ap.add_argument("--replica-items", type=positive_int, default=600, help="captions per replica-arm run")
     ap.add_argument("--replicas-out", default=None,
                     help="JSON results of the replica arms (default benchmarks/results/generate_replicas.json)")
     ap.add_argument("--only-replicas", action="store_true", help="run only the replica arms")
     add_protocol_args(ap, threads=1)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.quick:
         args.sequential_items, args.concurrent_items, args.runs = 6, 60, 1
         args.replica_items, args.replica_latency = 60, 0.1
@@ -230,4 +231,4 @@ def _concurrency_bench(args) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Arm, Bench, add_protocol_args  # noqa: E402
+from _harness import Arm, Bench, add_protocol_args, cli, parse_args, positive_int  # noqa: E402
 
 from negationclip.data.negworld import WorldConfig, build_world, captions, questions, render  # noqa: E402
 from negationclip.data.negworld.render import encode_png  # noqa: E402
@@ -44,14 +44,14 @@ def per_image(fn, n: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=2000, help="scenes per measurement")
-    ap.add_argument("--size", type=int, default=64, help="image side in pixels")
+    ap.add_argument("--images", type=positive_int, default=2000, help="scenes per measurement")
+    ap.add_argument("--size", type=positive_int, default=64, help="image side in pixels")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/negworld_render.json)")
     ap.add_argument("--workdir", default=None,
                     help="folder for the temporary export (default: benchmarks/results); file creation "
                          "cost differs a lot between filesystems, see the 'files' row")
     add_protocol_args(ap, threads=1)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.quick:
         args.images, args.runs = 50, 1
     bench = Bench("negworld_render", threads=args.threads, runs=args.runs, quick=args.quick)
@@ -124,4 +124,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -3,6 +3,12 @@
     python benchmarks/summary.py [--results benchmarks/results]    # `make bench` runs it last
     python benchmarks/summary.py --readme README.md                # and paste it into the README
 
+With ``--readme`` it rewrites, in that file, the block between ``<!-- bench-summary:start -->``
+and ``<!-- bench-summary:end -->`` (the table), each ``<!-- bench:NAME -->...<!-- /bench -->``
+(benchmark NAME's headline as one phrase: figure, spread, protocol, roofline, load) and each
+``<!-- bench-table:NAME -->...<!-- /bench-table -->`` (NAME's own ``readme_table``, e.g.
+methods_negworld's metrics); markers of benchmarks with no result are left as they are.
+
 Per benchmark: its headline figure (median, and the min-max of the per-run values or paired
 ratios), every arm's median seconds with spread and achieved fraction of the matmul peak, its
 targets and whether they were met, the peak itself, the load averages before and after and
@@ -25,7 +31,8 @@ START, END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
 OFF_PROTOCOL: list[str] = []  # result files of scripts not on the protocol (listed, not tabled)
 ORDER = ["eval_speed", "encode_text", "train_speed", "generate_calls", "generate_throughput",
          "generate_replicas", "train_scale",
-         "negworld_render"]
+         "negworld_render", "preprocess", "explore_speed", "methods_negworld", "gpu_eval"]
+TABLE_START, TABLE_END = "<!-- bench-table:{} -->", "<!-- /bench-table -->"
 
 
 def _spread(d: dict) -> str:
@@ -60,8 +67,11 @@ def phrase(b: dict) -> str:
     if not h:
         return "(no headline)"
     unit = h["unit"] if h["unit"] == "x" else f" {h['unit']}"
-    parts = [f"median of {b['protocol']['runs']} interleaved runs, {b['protocol']['threads']} "
-             f"thread{'s' if b['protocol']['threads'] != 1 else ''}"]
+    dev = b["protocol"].get("device", "cpu")
+    parts = [h["beside"]] if h.get("beside") else []
+    parts.append(f"median of {b['protocol']['runs']} interleaved runs, "
+                 + (f"{b['protocol']['threads']} thread{'s' if b['protocol']['threads'] != 1 else ''}"
+                    if dev == "cpu" else b["peak"]["before"].get("gpu", dev)))
     if sizes(b):
         parts.append(sizes(b))
     fr = next((r["flops_ratio"] for r in b["ratios"] if "flops_ratio" in r), None)
@@ -77,11 +87,20 @@ def phrase(b: dict) -> str:
 
 
 def fill_readme(text: str, md: str, benches: list[dict]) -> str:
-    """Replace the table block and every ``<!-- bench:NAME -->...<!-- /bench -->`` phrase."""
+    """Replace the table block, every ``<!-- bench:NAME -->...<!-- /bench -->`` phrase and every
+    ``<!-- bench-table:NAME -->...<!-- /bench-table -->`` block (a benchmark's ``readme_table``)."""
     if START in text and END in text:
         head, rest = text.split(START, 1)
         text = head + START + "\n" + md + rest[rest.index(END):]
     by_name = {b["benchmark"]: b for b in benches}
+
+    def table(m: re.Match) -> str:
+        b = by_name.get(m.group(1))
+        if b is None or not b.get("readme_table"):
+            return m.group(0)
+        return f"{TABLE_START.format(m.group(1))}\n{b['readme_table'].strip()}\n{TABLE_END}"
+
+    text = re.sub(r"<!-- bench-table:(\w+) -->.*?<!-- /bench-table -->", table, text, flags=re.S)
 
     def sub(m: re.Match) -> str:
         b = by_name.get(m.group(1))
@@ -138,9 +157,12 @@ def markdown(benches: list[dict]) -> str:
             f"(runs finished {when[0][:16].replace('T', ' ')}"
             f"{' to ' + when[-1][11:16] if when[-1][:10] == when[0][:10] else ' to ' + when[-1][:16]} UTC; "
             f"{machine.get('processor', '?')}, {machine.get('cpu_count', '?')} cores, torch "
-            f"{machine.get('torch', '?')}; CPU only, GPU figures not measured). Each arm ran "
-            "once untimed, then interleaved with the others; spread = min-max over runs (of the "
-            "per-run paired ratios for ratios).\n\n" + "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n")
+            f"{machine.get('torch', '?')}; "
+            + ("CPU only, GPU figures not measured" if all(b["protocol"].get("device", "cpu") == "cpu" for b in benches)
+               else "GPU rows name their device") + "). Each arm ran "
+            "its script's warm-up rounds untimed (`protocol.warmup` in its JSON: 1, or 0 where every run "
+            "must start fresh or warms itself up), then interleaved with the others; spread = min-max over "
+            "runs (of the per-run paired ratios for ratios).\n\n" + "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n")
 
 
 def main(argv=None) -> int:
@@ -148,7 +170,8 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default=str(RESULTS), help="folder of the benchmarks' JSON files")
     ap.add_argument("--readme", default=None,
                     help=f"also put the table into this file between the lines {START} and {END}, "
-                         "and each benchmark's headline where the file has <!-- bench:NAME -->...<!-- /bench -->")
+                         "each benchmark's headline where the file has <!-- bench:NAME -->...<!-- /bench -->, "
+                         "and a benchmark's own table where it has <!-- bench-table:NAME -->...<!-- /bench-table -->")
     args = ap.parse_args(argv)
     root = Path(args.results)
     benches = collect(root)

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Arm, Bench, add_protocol_args  # noqa: E402
+from _harness import Arm, Bench, add_protocol_args, cli, device, parse_args, positive_int  # noqa: E402
 
 SUBJECTS = ["a man", "a woman", "two children", "a dog", "a cat", "a group of people", "a young boy",
             "an old woman", "a brown horse", "a small bird"]
@@ -190,14 +190,14 @@ def run_child(mode: str, args, workdir: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=32, help="captions per step")
-    ap.add_argument("--steps", type=int, default=2, help="timed steps per child run (after 1 warm-up step)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--batch", type=positive_int, default=32, help="captions per step")
+    ap.add_argument("--steps", type=positive_int, default=2, help="timed steps per child run (after 1 warm-up step)")
+    ap.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/train_speed.json)")
     ap.add_argument("--child", choices=["reference", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     add_protocol_args(ap)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     if args.quick:
         args.batch, args.steps, args.runs = 4, 1, 1
     if args.child:
@@ -230,4 +230,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -326,7 +326,8 @@ def text_tower_changed(a, b) -> float:
 # --- charts ----------------------------------------------------------------------------------
 
 def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None = None,
-                  title: str | None = None, metrics: tuple[str, ...] = METRICS) -> Path:
+                  title: str | None = None, metrics: tuple[str, ...] = METRICS,
+                  labels: dict[str, str] | None = None, ylabel: str = "fraction (test split)") -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -344,10 +345,11 @@ def chart_metrics(before: dict, after: dict, path: Path, ablation: dict | None =
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(list(xs), [METRIC_LABELS[k].replace(", ", ",\n").replace(" (", "\n(") for k in metrics],
+    names = labels or METRIC_LABELS
+    ax.set_xticks(list(xs), [names[k].replace(", ", ",\n").replace(" (", "\n(") for k in metrics],
                   fontsize=7)
     ax.set_ylim(0, 1.08)
-    ax.set_ylabel("fraction (test split)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title or ("NegWorld test set: before and after NegationCLIP fine-tuning" +
                            (" (ablation)" if ablation else "")))
     ax.legend(fontsize=8, loc="upper right")

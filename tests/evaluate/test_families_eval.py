@@ -26,5 +26,5 @@ def test_eval_cli_clip_siglip_siglip2_side_by_side(setup, tmp_path):  # noqa: F8
         assert r["total"] == 4 and 0 <= r["accuracy_official"] <= 1
         assert res["results"][m]["valse:existence"]["total"] == 3
     # the image-embedding cache keeps the families apart (three vision fingerprints)
-    shards = {p.parent.name for p in (tmp_path / "cache").rglob("*.safetensors")}
+    shards = {p.parent.parent.name for p in (tmp_path / "cache").rglob("shards/*.npy")}
     assert len(shards) >= 3

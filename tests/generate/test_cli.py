@@ -83,3 +83,23 @@ def test_help_has_examples(step, capsys):
         main(["generate", step, "--help"])
     assert e.value.code == 0
     assert "example" in capsys.readouterr().out
+
+
+def test_prompts_options_through_the_cli(train, tmp_path, capsys):
+    from negationclip.generate.fakeserver import FakeOpenAIServer
+
+    with FakeOpenAIServer() as srv:
+        llm = ["--images", str(train["images"]), "--api-base", srv.url, "--limit", "6",
+               "--api-key-env", "NEGCLIP_TEST_KEY"]
+        for r in ("proposer", "verifier", "rewriter"):
+            llm += [f"--{r}", "openai", f"--{r}-model", "tiny"]
+        assert _p1(train, tmp_path / "r.jsonl", *llm, "--request-seed", "off") == 0
+        assert _p1(train, tmp_path / "n.jsonl", *llm, "--prompts", "negationclip") == 0
+        capsys.readouterr()
+        # grouped proposals are negationclip's prompt: a clear error, nothing written
+        assert _p1(train, tmp_path / "x.jsonl", *llm, "--propose-per", "image") == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "--prompts negationclip" in err and "Traceback" not in err
+    assert {r.prompt_version for r in read_records(tmp_path / "r.jsonl")} == {"released-v1"}
+    assert {r.prompt_version for r in read_records(tmp_path / "n.jsonl")} == {"v1"}
+    assert not (tmp_path / "x.jsonl").exists()

@@ -54,7 +54,9 @@ def test_retries_timeouts_and_garbage(train, tmp_path):
                map(json.loads, (tmp_path / "o.jsonl.vcache.jsonl").read_text().splitlines())
                if c["v"] == "unparseable"}
     assert garbage and not any((r.image_id, r.object) in garbage for r in recs)
-    assert all(r.backends["verifier"] == {"backend": "openai", "model": "tiny"} for r in recs)
+    assert all(r.backends["verifier"] == {"backend": "openai", "model": "tiny",
+                                          "prompts": "released"} for r in recs)
+    assert all(r.prompt_version == "released-v1" for r in recs)
 
 
 def test_api_key_is_sent_but_never_written(train, tmp_path, monkeypatch, capsys):
@@ -125,7 +127,10 @@ def test_p2_through_the_openai_rewriter(train, tmp_path):
                          rewriter=_opts(srv), affirmed=True, progress=False)
     recs = read_records(out)
     assert recs and summary["calls_rewriter"] == 2 * summary["items"]  # + the affirmed call
-    assert all(r.backends == {"rewriter": {"backend": "openai", "model": "tiny"}} for r in recs)
+    # the released code has no P2 prompt: P2 speaks negationclip's
+    assert all(r.backends == {"rewriter": {"backend": "openai", "model": "tiny",
+                                           "prompts": "negationclip"}} for r in recs)
+    assert all(r.prompt_version == "v1" for r in recs)
     assert all(r.affirmed is None or " not " not in f" {r.affirmed} " for r in recs)
     s = run_stats([out])
     assert s["outcomes"]["accepted"] == len(recs)

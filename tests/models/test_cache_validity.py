@@ -102,7 +102,7 @@ def test_keys_without_a_file_are_encoded_every_time_and_never_stored(tmp_path):
     r2 = cache.embed(b, ["red"], load)
     assert calls == ["red", "red"] and bool(r1.ok.all()) and bool(r2.ok.all())
     assert not torch.allclose(r1.embeddings[0], r2.embeddings[0], atol=1e-3)
-    assert not list((tmp_path / "cache").rglob("shard-*"))
+    assert not list((tmp_path / "cache").rglob("shards/*.npy"))
 
 
 def test_missing_files_fail_and_share_failures(tmp_path):

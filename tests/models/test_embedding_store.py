@@ -83,3 +83,60 @@ def test_bad_use_is_a_clear_error(tmp_path):
         StoreWriter(tmp_path, D, dtype="int8")
     with pytest.raises(NegationClipError, match=r"expected \[2, 8\]"):
         StoreWriter(tmp_path, D).add(["a", "b"], np.zeros((2, 4), np.float32))
+
+
+def test_cache_rows_stay_on_disk_and_read_like_a_tensor(tmp_path, monkeypatch):
+    """The cache's result is memory-mapped rows: indexing reads only the rows asked for, and
+    every way callers index a tensor gives what the whole tensor would."""
+    from PIL import Image
+
+    from negationclip.models import ImageEmbeddingCache, encode_images, open_image, tiny_clip_bundle
+    from negationclip.models.embedding_store import StoredRows
+
+    b = tiny_clip_bundle(seed=1)
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (20 + i, 24), (40 * i, 255 - 30 * i, 90)).save(p)
+        paths.append(str(p))
+    keys = paths + [str(tmp_path / "gone.png"), paths[2]]
+    res = ImageEmbeddingCache(tmp_path / "cache", shard_size=4).embed(b, keys, open_image)
+    rows = res.embeddings
+    assert isinstance(rows, StoredRows) and rows.shape == (8, b.embed_dim) and len(rows) == 8
+    want = torch.nn.functional.normalize(encode_images(b, paths, normalize=False), dim=-1)
+    full = torch.cat([want, torch.full((1, b.embed_dim), float("nan")), want[2:3]])
+    assert torch.allclose(rows[:6], want, atol=1e-6) and torch.isnan(rows[6]).all()
+    for idx in (3, -1, slice(1, 5), [7, 0, 2], torch.tensor([5, 1]), res.ok, np.array([0, 7])):
+        assert torch.allclose(rows[idx], full[idx], atol=1e-6, equal_nan=True), idx
+    assert torch.allclose(rows.select([2, 4])[1], want[4], atol=1e-6)
+    assert torch.allclose(rows[res.ok] @ want.T, want[[0, 1, 2, 3, 4, 5, 2]] @ want.T, atol=1e-5)
+    seen = []
+    real = EmbeddingStore.gather
+    monkeypatch.setattr(EmbeddingStore, "gather", lambda self, s, r, dim=None: seen.append(len(s)) or real(self, s, r, dim))
+    rows[[1, 3]]
+    assert seen == [2]  # a batch reads its rows, not the set
+
+
+def test_an_old_safetensors_cache_is_imported_not_recomputed(tmp_path):
+    import json as _json
+
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from negationclip.models import ImageEmbeddingCache, tiny_clip_bundle
+
+    b = tiny_clip_bundle(seed=1)
+    p = tmp_path / "a.png"
+    Image.new("RGB", (20, 20), "red").save(p)
+    cache = ImageEmbeddingCache(tmp_path / "cache")
+    ck = cache.content_key(str(p))[0]
+    row = torch.arange(b.embed_dim, dtype=torch.float32)
+    d = tmp_path / "cache" / cache.fingerprint(b)
+    d.mkdir(parents=True)
+    save_file({"embeddings": row[None]}, str(d / "shard-0123456789abcdef.safetensors"),
+              metadata={"keys": _json.dumps([ck])})
+
+    def load(k):
+        raise AssertionError("a stored row was decoded again")
+    res = ImageEmbeddingCache(tmp_path / "cache").embed(b, [str(p)], load, normalize=False)
+    assert res.computed == 0 and torch.equal(res.embeddings[0], row)

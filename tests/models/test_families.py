@@ -160,3 +160,15 @@ def test_siglip_pixels_are_a_square_resize_without_crop(tmp_path_factory):
         want = np.asarray(im.convert("RGB").resize((32, 32), Image.Resampling.BICUBIC), dtype=np.float32)
         want = torch.from_numpy((want / 255.0 - 0.5) / 0.5).permute(2, 0, 1)
         assert torch.allclose(b.transform([im])[0], want, atol=1e-5)
+
+
+def test_registry_is_complete_whatever_is_imported_first():
+    """Importing one family module directly first (as open_clip_siglip does) registers all."""
+    import subprocess
+    import sys
+
+    code = ("import negationclip.models.families.siglip\n"
+            "from negationclip.models.families import registry\n"
+            "print(sorted(registry()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['clip', 'siglip', 'siglip2']"

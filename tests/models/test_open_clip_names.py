@@ -65,7 +65,7 @@ def test_hf_hub_name_reads_the_activation_from_the_config(cache, quick_gelu):
         assert torch.allclose(encode_images(b, fake_images()), ref_i, atol=1e-5)
 
 
-def test_uncached_unknown_and_open_clip_siglip_are_clear_errors(cache):
+def test_uncached_unknown_and_unsupported_timm_towers_are_clear_errors(cache):
     m = make_openai_model(seed=5)
     _cached_repo(cache, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", m.state_dict(), {"embed_dim": 64})
     with pytest.raises(NegationClipError, match=r"not in the local Hugging Face cache.*"
@@ -73,8 +73,11 @@ def test_uncached_unknown_and_open_clip_siglip_are_clear_errors(cache):
         load_clip("ViT-B-16/openai")
     with pytest.raises(NegationClipError, match="unknown open_clip name.*ViT-B-32/openai"):
         load_clip("ViT-B-32/no_such_tag")
+    # open_clip SigLIP (timm_pool "map") converts (tests/models/test_open_clip_siglip.py); a timm
+    # tower without the MAP head is neither that nor CLIP
     _cached_repo(cache, "timm/ViT-B-16-SigLIP", m.state_dict(),
                  {"embed_dim": 64, "init_logit_bias": -10, "custom_text": True,
-                  "vision_cfg": {"timm_model_name": "vit_base_patch16_siglip_224"}})
-    with pytest.raises(NegationClipError, match="SigLIP.*not supported.*SiglipModel"):
+                  "vision_cfg": {"timm_model_name": "vit_base_patch16_siglip_224",
+                                 "timm_pool": "avg"}})
+    with pytest.raises(NegationClipError, match="timm vision tower.*not supported.*open_clip SigLIP"):
         load_clip("ViT-B-16-SigLIP/webli")

@@ -1,4 +1,6 @@
-"""Resume and 2-process (gloo) exactness for the new training methods."""
+"""Resume and 2-process (gloo) exactness for every registered training method (the issue's
+"resume, distributed and bad input hold for every method"); bad input per method is in
+``test_methods_bad_input.py``."""
 
 import json
 import os
@@ -9,7 +11,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from negationclip.train import finetune
-from negationclip.train.methods import recipe_config
+from negationclip.train.methods import METHODS, recipe_config
 from negationclip.utils import NegationClipError
 
 from .conftest import make_dataset
@@ -35,7 +37,7 @@ def _recs(tmp):
     return [dict(r, present_objects=[OBJECTS[(i + 1) % 4]]) for i, r in enumerate(recs)]
 
 
-@pytest.mark.parametrize("method", ["conclip", "tng", "omni"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_kill_and_resume_gives_identical_weights(tmp_path, method):
     recs = _recs(tmp_path)
     images = tmp_path / "data" / "images"
@@ -54,8 +56,9 @@ def test_kill_and_resume_gives_identical_weights(tmp_path, method):
     a = load_file(str(tmp_path / "full" / "state" / "trainable.safetensors"))
     b = load_file(str(tmp_path / "cut" / "state" / "trainable.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = "tng" if method == "negationclip" else "negationclip"
     with pytest.raises(NegationClipError, match="method"):  # another method cannot resume it
-        finetune(_tiny(), recs, _cfg(tmp_path, "negationclip", lr=1e-3), tmp_path / "cut",
+        finetune(_tiny(), recs, _cfg(tmp_path, other, lr=1e-3), tmp_path / "cut",
                  image_root=images, resume=True, verbose=False)
 
 
@@ -68,7 +71,7 @@ def _worker(rank, world, port, tmp, recs, method):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("method", ["conclip", "tng"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_two_gloo_processes_equal_one_process(tmp_path, method):
     recs = _recs(tmp_path)
     # batch 5: no last batch smaller than the 2 processes (it would be dropped there only)
@@ -83,7 +86,8 @@ def test_two_gloo_processes_equal_one_process(tmp_path, method):
         if k.endswith("k_proj.bias"):  # true gradient exactly zero (see test_distributed.py)
             continue
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
-    assert not torch.allclose(a["text_projection.weight"], start["text_projection.weight"], atol=1e-4)
+    # training moved the weights (omni trains only the front text layers, so any trained tensor)
+    assert any(not torch.allclose(a[k], start[k], atol=1e-4) for k in a if k in start)
     la = [json.loads(x)["loss"] for x in (tmp_path / "single" / "log.jsonl").read_text().splitlines()
           if json.loads(x)["kind"] == "train"]
     lb = [json.loads(x)["loss"] for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()

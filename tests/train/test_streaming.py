@@ -107,3 +107,52 @@ def test_epochs_cover_every_record_once_and_tokenise_per_batch(tmp_path):
     assert len({s.key for b, _ in out for s in b}) == 50
     with pytest.raises(NegationClipError, match="streaming reads"):
         StreamingDataset(str(p), "json")
+
+
+def _line_by_line_starts(path, quoted, chunk):
+    """The record rule written out line by line (the scan before it was vectorised): a CSV
+    record continues while its quote count is odd; blank lines are not records."""
+    offsets, n = [], 0
+    with open(path, "rb") as f:
+        def record():
+            line = f.readline()
+            while quoted and line and line.count(b'"') % 2:
+                more = f.readline()
+                if not more:
+                    break
+                line += more
+            return line
+        if quoted:
+            record()
+        while True:
+            start = f.tell()
+            line = record()
+            if not line:
+                break
+            if not line.strip():
+                continue
+            if n % chunk == 0:
+                offsets.append(start)
+            n += 1
+    return offsets, n
+
+
+def test_vectorised_index_scan_equals_the_line_by_line_rule(tmp_path):
+    import random
+
+    from negationclip.train.streaming import _record_starts
+    rng = random.Random(0)
+    p = tmp_path / "t.csv"
+    for trial in range(150):
+        parts = []
+        for i in range(rng.randint(0, 40)):
+            r = rng.random()
+            parts.append("\n" if r < 0.1 else "  \r\n" if r < 0.15 else
+                         f'a{i},"q ""x""\nmore",z\n' if r < 0.3 else f"a{i},cap {i}\n")
+        text = "".join(parts)
+        p.write_bytes((text.rstrip("\n") if rng.random() < 0.3 else text).encode())
+        for quoted in (True, False):
+            for chunk in (1, 3, 7):
+                for block in (1, 5, 1 << 22):  # records across block edges
+                    got = _record_starts(p, quoted, chunk, block)
+                    assert (got[0].tolist(), got[1]) == _line_by_line_starts(p, quoted, chunk)

@@ -53,7 +53,7 @@ _TYPES = {"int": nonneg_int, "float": nonneg_float}  # counts, seeds, sizes: nev
 
 
 def add_eval_parser(sub, make_parser) -> None:
-    from ..evaluate.registry import all_inputs, registry
+    from ..evaluate.registry import registry
     from ._base import add_act_option
 
     p = make_parser(sub, "eval", "benchmark one or more models side by side",
@@ -88,12 +88,21 @@ def add_eval_parser(sub, make_parser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh instead of resuming from <out>/results.json")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG bar charts")
+    add_benchmark_inputs(p)
+
+
+def add_benchmark_inputs(p) -> None:
+    """Every benchmark plug-in's inputs as options of parser ``p``, one group per benchmark
+    (``eval`` and ``compare --data`` share them). An option ``p`` already has (``compare``'s
+    ``--seed``) is not declared twice: the benchmark reads that option's value."""
+    from ..evaluate.registry import all_inputs, registry
+
     shared = all_inputs(registry())
     done: set[str] = set()
     for b in registry().values():
         g = p.add_argument_group(b.title)
         for inp in b.inputs:
-            if inp.name in done:
+            if inp.name in done or inp.option in p._option_string_actions:
                 continue
             done.add(inp.name)
             users = shared[inp.name][1]
@@ -112,13 +121,18 @@ def add_eval_parser(sub, make_parser) -> None:
             g.add_argument(inp.option, **kw)
 
 
-def eval_config_from_args(args) -> EvalConfig:
+def benchmark_inputs_from_args(args) -> dict:
+    """The benchmark plug-ins' inputs as ``add_benchmark_inputs`` parsed them."""
     from ..evaluate.registry import all_inputs, registry
 
+    return {n: getattr(args, n) for n in all_inputs(registry()) if hasattr(args, n)}
+
+
+def eval_config_from_args(args) -> EvalConfig:
     names = {f.name for f in dataclasses.fields(EvalConfig)} - {"inputs", "out_dir", "charts"}
     kw = {k: v for k, v in vars(args).items() if k in names}
-    inputs = {n: getattr(args, n) for n in all_inputs(registry()) if hasattr(args, n)}
-    return EvalConfig(out_dir=args.out, charts=not args.no_charts, inputs=inputs, **kw)
+    return EvalConfig(out_dir=args.out, charts=not args.no_charts,
+                      inputs=benchmark_inputs_from_args(args), **kw)
 
 
 def run_eval_cli(args) -> int:

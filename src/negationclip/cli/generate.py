@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..generate.factory import KINDS, BackendOptions
+from ..generate.prompts import DEFAULT_PROMPTS, PROMPT_SET_NAMES
 from ..utils.paths import check_output
 from ._base import _Formatter, _parser
 from ._types import device, nonneg_float, nonneg_int, positive_float, positive_int, probability
@@ -49,9 +50,15 @@ def _backend_args(p, roles) -> None:
     g.add_argument("--batch-size", type=positive_int, default=8, help="hf: prompts per generate() batch")
     g.add_argument("--temperature", type=nonneg_float, default=None,
                    help="sampling temperature (default: 0.6 for proposer/rewriter as in the "
-                        "paper, 0 for the verifier)")
-    g.add_argument("--top-p", type=probability, default=0.9, help="nucleus sampling top-p")
-    g.add_argument("--max-tokens", type=positive_int, default=64, help="longest answer, in tokens")
+                        "released code, 0 (greedy) for the verifier)")
+    g.add_argument("--top-p", type=probability, default=None,
+                   help="nucleus sampling top-p (default 0.9, the released code's)")
+    g.add_argument("--max-tokens", type=positive_int, default=None,
+                   help="longest answer, in tokens (default: the prompt set's; released: 256 for "
+                        "proposer/rewriter, 10 for the verifier; negationclip: 64, verifier 16)")
+    g.add_argument("--request-seed", choices=["on", "off"], default="on",
+                   help="openai: send a per-request seed so a rerun gets the same samples (on); "
+                        "off sends the released code's parameters only")
 
 
 def _run_args(p) -> None:
@@ -98,6 +105,10 @@ def add_generate_parser(sub, make_parser) -> None:
             "  negationclip generate p1 --captions world/captions_train.json \\\n"
             "      --instances world/instances_train.json --out p1.jsonl\n"
             "  negationclip generate p1 ... --random-objects --out randp1.jsonl   # ablation\n"
+            "  negationclip generate p1 --captions captions_train2014.json --images train2014 \\\n"
+            "      --proposer openai --proposer-model llama3 --verifier openai --verifier-model llava \\\n"
+            "      --rewriter openai --rewriter-model llama3 --out p1.jsonl   # the released prompts\n"
+            "  negationclip generate p1 ... --prompts negationclip --out p1.jsonl  # this project's\n"
             "  negationclip generate p1 ... --proposer openai --proposer-model llama3 \\\n"
             "      --random-objects --out randp1.jsonl   # Rand-P1: the LLM names a random object\n"
             "  negationclip generate p1 ... --shard 3/8 --out p1.3.jsonl           # machine 4 of 8\n"
@@ -117,9 +128,22 @@ def add_generate_parser(sub, make_parser) -> None:
                          "uniformly from the category list (no model call); auto: llm with an "
                          "openai/hf --proposer, categories with the rules proposer")
     p1.add_argument("--candidates", type=positive_int, default=1, help="objects tried per caption")
-    p1.add_argument("--propose-per", choices=["image", "caption"], default="image",
-                    help="image: one proposer call for all captions of an image (and objects any "
-                         "caption names are never proposed); caption: the paper's one call each")
+    p1.add_argument("--prompts", choices=PROMPT_SET_NAMES, default=DEFAULT_PROMPTS,
+                    help="words of the openai/hf roles: released = the released "
+                         "src/data_generation.py (its system turns, few-shot pairs, 'Is there X in "
+                         "this image?', temperature 0.6 / top-p 0.9, 256 tokens, answers kept as "
+                         "given, unreadable ones skipped); negationclip = this project's wording "
+                         "(several candidates per call, grouped proposals, robust parsing)")
+    p1.add_argument("--propose-per", choices=["auto", "image", "caption"], default="auto",
+                    help="image: one proposer call for all captions of an image (rules, or "
+                         "--prompts negationclip); caption: one call each, as the released loop; "
+                         "auto: caption with --prompts released LLM proposers, else image. Objects "
+                         "any caption of the image names are never verified, in every mode")
+    p1.add_argument("--checks", choices=["on", "off"], default="on",
+                    help="on: objects a caption of the image names are never verified, and rewrites "
+                         "that do not negate, drop the caption or miss the object are rejected "
+                         "(counted in the ledger); off: the released loop, which verifies every "
+                         "proposal and keeps every rewrite (unreadable answers stay skips)")
     p1.add_argument("--cooccurrence", choices=["auto", "instances", "captions"], default="auto",
                     help="rules proposer: learn co-occurrence from instances or from captions")
     _backend_args(p1, _ROLES_P1)
@@ -186,7 +210,8 @@ def _opts(args, role: str) -> BackendOptions:
         concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
         max_consecutive_failures=args.max_consecutive_failures, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, temperature=args.temperature,
-        top_p=args.top_p, max_tokens=args.max_tokens)
+        top_p=args.top_p, max_tokens=args.max_tokens, send_seed=args.request_seed == "on",
+        prompts=getattr(args, "prompts", None) or DEFAULT_PROMPTS)
 
 
 def _affirmed(args):
@@ -213,7 +238,8 @@ def _cmd_p1(args) -> int:
                      shard=parse_shard(args.shard), resume=args.resume, overwrite=args.overwrite,
                      limit=args.limit, seed=args.seed, chunk_size=args.chunk_size,
                      cooccurrence=args.cooccurrence, propose_per=args.propose_per,
-                     random_source=args.random_source)
+                     random_source=args.random_source, prompts=args.prompts,
+                     checks=args.checks == "on")
     _print_summary(summary)
     return 0 if not summary.get("items_error") else 1
 

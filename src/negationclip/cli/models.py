@@ -13,7 +13,8 @@ def _add_convert(sub) -> None:
     p = _parser(sub, "convert", "convert a CLIP checkpoint to a Hugging Face folder (or back)",
                 "Read any CLIP checkpoint the model layer understands (Hugging Face id or folder, "
                 "OpenAI/open_clip .pt, the released NegationCLIP .pth, .safetensors, an open_clip "
-                "name such as ViT-B-32/openai from the local Hugging Face cache, a SigLIP / SigLIP 2 "
+                "name such as ViT-B-32/openai or ViT-B-16-SigLIP/webli (open_clip SigLIP converts to "
+                "SiglipModel) from the local Hugging Face cache, a SigLIP / SigLIP 2 "
                 "folder) and write it as a Hugging Face folder of its family (CLIPModel, "
                 "SiglipModel, Siglip2Model), an OpenAI-style state dict, or a text-encoder folder "
                 "for diffusers/CLIPSeg (the last two: CLIP only).",
@@ -21,7 +22,8 @@ def _add_convert(sub) -> None:
                 "  negationclip convert --input negclip.pth --output negclip-hf\n"
                 "  negationclip convert --input negclip-hf --output negclip.pt --to openai\n"
                 "  negationclip convert --input negclip.pth --output te --to text-encoder\n"
-                "  negationclip convert --input ViT-B-32/openai --output vitb32-hf")
+                "  negationclip convert --input ViT-B-32/openai --output vitb32-hf\n"
+                "  negationclip convert --input ViT-B-16-SigLIP/webli --output siglip-b16-hf")
     p.add_argument("--input", required=True, help="checkpoint: HF id or folder, .pt/.pth, .safetensors")
     p.add_argument("--output", required=True, help="output folder (hf, text-encoder) or file (openai)")
     p.add_argument("--to", choices=["hf", "openai", "text-encoder"], default="hf",

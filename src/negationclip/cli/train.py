@@ -58,7 +58,16 @@ def _add_train(sub) -> None:
                 "      --instances world/instances_train.json --images world/images --out runs/tng\n"
                 "  negationclip train --method negbench --train-vision none ...  # text-only NegBench\n"
                 "  negationclip train --method tng --method-option image_labels=released ...\n"
-                "  torchrun --nproc-per-node 4 -m negationclip.cli train ... # 4 GPUs, global batch")
+                "  torchrun --nproc-per-node 4 -m negationclip.cli train ... # 4 GPUs, global batch\n"
+                "streamed caption sets (open_clip's options; memory holds a chunk, not the set):\n"
+                "  negationclip train --model ViT-B-32.pt --dataset-type csv \\\n"
+                "      --train-data negbench/cc12m_negcap.csv --csv-separator , \\\n"
+                "      --csv-img-key filepath --csv-caption-key caption --out runs/negcap\n"
+                "      # NegBench's released fine-tuning CSVs (CC12M-NegCap layout)\n"
+                "  negationclip train --model ViT-B-32.pt --dataset-type webdataset \\\n"
+                "      --train-data 'shards/{00000..00999}.tar' --val-data 'val/{0..3}.tar' --out runs/wds\n"
+                "  negationclip train --model world/base --dataset-type jsonl --train-data p1.jsonl \\\n"
+                "      --csv-img-key image_file --csv-caption-key negated --images world/images --out runs/j")
     p.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
                    help="paper: the released clip_finetune.py exactly; negationclip: this "
                         "project's choices (split by image, bf16 on CUDA, logit scale capped at "
@@ -68,13 +77,16 @@ def _add_train(sub) -> None:
                    help="starting checkpoint: HF id or folder, OpenAI/open_clip .pt/.pth, .safetensors")
     from ._base import add_act_option
     add_act_option(g, what="--model")
-    g.add_argument("--data", action="append", required=True, metavar="FILE",
+    g.add_argument("--data", action="append", default=None, metavar="FILE",
                    help="caption file (repeat for several): generation JSONL (original, negated, "
                         "affirmed, ...), the released negationclip_captions_train2014.json layout "
-                        "(COCO + updated_caption), or plain COCO captions (with --mix original)")
+                        "(COCO + updated_caption), or plain COCO captions (with --mix original); "
+                        "read into memory (--dataset-type json). For caption sets too large for "
+                        "that, use --train-data with a streamed --dataset-type")
     g.add_argument("--val-data", action="append", default=None, metavar="FILE",
                    help="validation caption file(s) (same layouts), instead of the random "
-                        "--val-fraction split of --data")
+                        "--val-fraction split of --data; with a streamed --dataset-type: a "
+                        "validation stream of that type (streams are never split)")
     g.add_argument("--images", default=None, metavar="DIR",
                    help="folder the records' image file names are relative to (absolute names "
                         "are used as they are)")
@@ -86,6 +98,29 @@ def _add_train(sub) -> None:
                    help="also write OUT/best_openai.pt, an OpenAI-style state dict")
     g.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="image-embedding cache (default: $NEGATIONCLIP_CACHE or ~/.cache/negationclip)")
+    g = p.add_argument_group(
+        "streamed input (open_clip's options; records read in chunks, tokenised per batch)")
+    g.add_argument("--train-data", default=None, metavar="SPEC",
+                   help="training captions as open_clip takes them: files with brace patterns "
+                        "(shards/{00000..00999}.tar, part-{a,b}.csv), several joined with '::'")
+    g.add_argument("--dataset-type", default="auto",
+                   choices=("auto", "json", "jsonl", "csv", "webdataset"),
+                   help="json: caption files read into memory (every --data layout); csv / jsonl: "
+                        "one record per row / line, streamed (image path in --csv-img-key, caption "
+                        "in --csv-caption-key, paths relative to --images); webdataset: tar shards "
+                        "with KEY.txt (caption) + KEY.jpg/.png/.webp (image), streamed; auto: csv "
+                        "for .csv/.tsv, webdataset for .tar, else json")
+    g.add_argument("--csv-img-key", default="filepath", metavar="COLUMN",
+                   help="column (csv) or field (jsonl) holding the image path (open_clip: filepath)")
+    g.add_argument("--csv-caption-key", default="title", metavar="COLUMN",
+                   help="column (csv) or field (jsonl) holding the caption (open_clip: title; "
+                        "NegBench's fine-tuning CSVs: caption)")
+    g.add_argument("--csv-separator", default="\t", metavar="SEP",
+                   help="CSV field separator (open_clip: tab, the default; NegBench's CSVs: ','); "
+                        "write \\t for tab")
+    g.add_argument("--stream-chunk", type=positive_int, default=1024, metavar="N",
+                   help="records per chunk of a streamed csv/jsonl file: the unit of reading and "
+                        "of the epoch shuffle (chunks in a seeded order, rows shuffled inside)")
     g = p.add_argument_group(
         "method (the field's objectives, each as released; see README 'Fine-tuning')")
     g.add_argument("--method", choices=METHOD_NAMES, default="negationclip",
@@ -239,11 +274,41 @@ def _cmd_train(args) -> int:
     if args.act:  # loaded here with the chosen activation; finetune takes the bundle as it is
         from ..models import load_clip
         model, inplace = load_clip(args.model, act=args.act), True
-    res = finetune(model, args.data, cfg, args.out, image_root=args.images,
-                   resume=args.resume, val_records=args.val_data, inplace=inplace)
+    records, val = _training_input(args)
+    res = finetune(model, records, cfg, args.out, image_root=args.images,
+                   resume=args.resume, val_records=val, inplace=inplace)
     if res.rank == 0:  # under torchrun every process returns; one summary is enough
         print(json.dumps(res.summary(), indent=2))
     return 0
+
+
+def _training_input(args):
+    """(records, val_records) for ``finetune`` from --data / --train-data / --dataset-type."""
+    from ..train.streaming import CsvFormat, StreamInput, expand_urls
+    from ..utils import NegationClipError
+
+    if args.data and args.train_data:
+        raise NegationClipError("give the training captions once: --data FILE (read into memory) "
+                                "or --train-data SPEC (open_clip's name; may stream)")
+    if not args.data and not args.train_data:
+        raise NegationClipError("no training captions: pass --data FILE or --train-data SPEC")
+    spec = args.train_data or "::".join(args.data)
+    kind = args.dataset_type
+    if kind == "auto":
+        first = expand_urls(spec)[0].lower() if expand_urls(spec) else ""
+        kind = ("csv" if first.endswith((".csv", ".tsv")) else
+                "webdataset" if first.endswith(".tar") else "json")
+    if kind == "json":
+        files = expand_urls(spec) if args.train_data else list(args.data)
+        return files, args.val_data
+    sep = args.csv_separator.encode().decode("unicode_escape") if "\\" in args.csv_separator \
+        else args.csv_separator
+    if len(sep) != 1:
+        raise NegationClipError(f"--csv-separator {args.csv_separator!r}: one character expected "
+                                "(e.g. ',' or '\\t')")
+    fmt = CsvFormat(args.csv_img_key, args.csv_caption_key, sep)
+    val = "::".join(args.val_data) if args.val_data else None
+    return StreamInput(spec, kind, fmt, val=val, chunk=args.stream_chunk), None
 
 
 def _cap(text: str):

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from ..utils import NegationClipError
 from .backends.base import ChatBackend, Proposer, Rewriter, Verifier
+from .prompts import DEFAULT_PROMPTS, get_prompt_set
 
 KINDS = ("rules", "openai", "hf")
 RANDOM_SOURCES = ("auto", "llm", "categories")
-DEFAULT_TEMPERATURE = {"proposer": 0.6, "verifier": 0.0, "rewriter": 0.6}  # the paper's
 
 
 @dataclass
@@ -27,9 +27,13 @@ class BackendOptions:
     device: str = "cpu"
     dtype: str = "auto"
     batch_size: int = 8
-    temperature: float | None = None  # None: the role's default (DEFAULT_TEMPERATURE)
-    top_p: float = 0.9
-    max_tokens: int = 64
+    # sampling; None: the prompt set's (both sets: the paper's temperature 0.6 for proposer
+    # and rewriter, greedy verifier, top-p 0.9; max tokens released 256/10/256, else 64/16/64)
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    send_seed: bool = True  # openai: a per-request seed (reproducible reruns; the released code has none)
+    prompts: str = DEFAULT_PROMPTS  # LLM roles: "released" or "negationclip" (prompts/)
 
     def slots(self) -> int:
         """Requests this role can have in flight at once: per-server concurrency times the
@@ -52,13 +56,14 @@ class RoleFactory:
                 raise NegationClipError(f"--{role}-model is required with the openai backend "
                                         f"(the model name the server serves)")
             from .backends.openai_compat import OpenAIChat, split_urls
-            key = ("openai", tuple(split_urls(opts.url)), opts.model)
+            key = ("openai", tuple(split_urls(opts.url)), opts.model, opts.send_seed)
             if key not in self._chats:
                 self._chats[key] = OpenAIChat(
                     opts.url, opts.model, api_key_env=opts.api_key_env,
                     concurrency=opts.concurrency, timeout=opts.timeout,
                     max_retries=opts.max_retries, backoff=opts.backoff,
-                    max_consecutive_failures=opts.max_consecutive_failures)
+                    max_consecutive_failures=opts.max_consecutive_failures,
+                    send_seed=opts.send_seed)
             return self._chats[key]
         if opts.kind == "hf":
             from .backends.hf import DEFAULT_TEXT_MODEL, DEFAULT_VISION_MODEL, HFChat
@@ -70,9 +75,11 @@ class RoleFactory:
             return self._chats[key]
         raise NegationClipError(f"unknown backend {opts.kind!r} (choose from {', '.join(KINDS)})")
 
-    def _llm_kw(self, opts: BackendOptions, role: str) -> dict:
-        t = DEFAULT_TEMPERATURE[role] if opts.temperature is None else opts.temperature
-        return {"temperature": t, "top_p": opts.top_p if t > 0 else 1.0,
+    def _llm_kw(self, opts: BackendOptions, role: str, prompts: str | None = None) -> dict:
+        pset = get_prompt_set(prompts or opts.prompts)
+        t = pset.temperature[role] if opts.temperature is None else opts.temperature
+        top_p = pset.top_p if opts.top_p is None else opts.top_p
+        return {"prompts": pset, "temperature": t, "top_p": top_p if t > 0 else 1.0,
                 "max_tokens": opts.max_tokens}
 
     def proposer(self, opts: BackendOptions, *, instances=None, captions=None,
@@ -119,12 +126,13 @@ class RoleFactory:
         from .backends.llm import LLMVerifier
         return LLMVerifier(self.chat(opts, "verifier"), **self._llm_kw(opts, "verifier"))
 
-    def rewriter(self, opts: BackendOptions) -> Rewriter:
+    def rewriter(self, opts: BackendOptions, *, prompts: str | None = None) -> Rewriter:
+        """``prompts`` overrides ``opts.prompts`` (P2 has no released prompt: negationclip)."""
         if opts.kind == "rules":
             from .backends.rules import RulesRewriter
             return RulesRewriter()
         from .backends.llm import LLMRewriter
-        return LLMRewriter(self.chat(opts, "rewriter"), **self._llm_kw(opts, "rewriter"))
+        return LLMRewriter(self.chat(opts, "rewriter"), **self._llm_kw(opts, "rewriter", prompts))
 
     def close(self) -> None:
         for c in self._chats.values():

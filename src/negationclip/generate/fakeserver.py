@@ -30,6 +30,12 @@ def default_answer(body: dict) -> str:
     if last == "Name a random object.":  # Rand-P1, the paper's prompt
         objects = ["Umbrella.", "Giraffe", "kite", "Toaster.", "surfboard"]
         return objects[int(body.get("seed") or 0) % len(objects)]
+    # the released prompts (src/data_generation.py): a one-word proposal, as Llama 3 answers it
+    if last.startswith("Name an object that is not mentioned in the caption"):
+        return "Umbrella."
+    m = re.match(r"^Add the absence of the (.*) to the caption '(.*)'\.$", last, flags=re.S)
+    if m:
+        return f"{m.group(2).strip().rstrip('.')} with no {m.group(1).strip().lower()}"
     if "numbered captions" in system:
         n = len([ln for ln in last.splitlines() if re.match(r"^\d+\.", ln)])
         return "\n".join(f"{i + 1}. umbrella" for i in range(n))

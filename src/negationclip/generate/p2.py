@@ -61,7 +61,8 @@ def run_p2(questions: str | os.PathLike, annotations: str | os.PathLike,
     items, skipped = p2_items(vqa, caps, question_types=question_types, seed=seed)
     factory = RoleFactory()
     try:
-        rew = factory.rewriter(rewriter)
+        # the released code has no P2 prompt (src/data_generation.py is P1 only): negationclip's
+        rew = factory.rewriter(rewriter, prompts="negationclip")
         conc = rewriter.slots()
         cfg = RunConfig(out=Path(out), pipeline="P2",
                         affirmed=(rewriter.kind == "rules") if affirmed is None else affirmed,

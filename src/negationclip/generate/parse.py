@@ -259,3 +259,51 @@ def parse_numbered(text: str | None, n: int, k: int = 1) -> list[list[str]] | No
             out[int(m.group(1)) - 1] = parse_objects(m.group(2), k)
             hit = True
     return out if hit else None
+
+
+# --- the released code's answer rules (NegationCLIP src/data_generation.py) ---------------------
+# The released loop keeps every answer: ``generate_with_llama`` returns
+# ``text.strip().rstrip('.')`` (the proposal and the rewrite as they are) and
+# ``is_object_in_image`` reads "present" iff "yes" occurs in the answer after "ASSISTANT:".
+# These parsers give the same result on answers in the format the prompts ask for (one word,
+# one caption, yes/no) and None, a counted skip, for anything else (a refusal, a paragraph, an
+# answer that is neither yes nor no), which the released code would have kept.
+
+_REFUSAL = {"sorry", "cannot", "can't", "i", "you", "object", "caption", "image", "unable"}
+
+
+def released_answer(text: str | None) -> str | None:
+    """The released code's cleaning (``.strip().rstrip('.')``), None for a non-string."""
+    return text.strip().rstrip(".") if isinstance(text, str) else None
+
+
+def parse_released_object(text: str | None) -> str | None:
+    """A proposal as the released code keeps it (case and inner punctuation untouched), or
+    None unless it is a name: one line, 1-3 words, no refusal."""
+    if not _usable(text):
+        return None
+    s = released_answer(text)
+    ws = words(s)
+    if not s or "\n" in s or len(s) > 40 or not ws or len(ws) > 3 or any(w in _REFUSAL for w in ws):
+        return None
+    return s
+
+
+def parse_released_yes_no(text: str | None) -> str | None:
+    """'yes'/'no' by the released rule ("yes" in the answer) when the answer starts with yes
+    or no; otherwise what ``parse_yes_no`` reads from a sentence, or None."""
+    if not _usable(text):
+        return None
+    answer = text.split("ASSISTANT:")[-1].strip().lower()
+    ws = words(answer)
+    if ws and ws[0] in ("yes", "no"):
+        return "yes" if "yes" in answer else "no"
+    return parse_yes_no(answer)
+
+
+def parse_released_rewrite(text: str | None) -> str | None:
+    """A rewrite as the released code keeps it, or None unless it is one line."""
+    if not _usable(text):
+        return None
+    s = released_answer(text)
+    return s if s and "\n" not in s else None

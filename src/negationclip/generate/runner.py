@@ -55,12 +55,18 @@ class RunConfig:
     seed: int = 0
     propose_per: str = "image"  # "image": one proposer call for all captions of an image
     progress: bool | None = None  # None: follow NEGATIONCLIP_NO_PROGRESS
+    prompt_version: str = PROMPT_VERSION  # of the prompt set the LLM roles speak (rules: unused)
+    # False: the released loop's acceptance (every parsed proposal verified, every parsed
+    # rewrite kept); True: objects a caption of the image names are not verified and rewrites
+    # that do not negate / drop the caption / miss the object are rejected (counted)
+    checks: bool = True
 
     def header(self, roles: dict) -> dict:
         return {"type": "run", "pipeline": self.pipeline, "candidates": self.candidates,
                 "propose_per": self.propose_per,
                 "affirmed": self.affirmed, "shard": list(self.shard), "seed": self.seed,
-                "backends": roles, "prompt_version": PROMPT_VERSION}
+                **({} if self.checks else {"checks": False}),
+                "backends": roles, "prompt_version": self.prompt_version}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -134,11 +140,11 @@ class Runner:
         want = cfg.header(self.roles)
         if header is not None:
             for key in ("pipeline", "candidates", "propose_per", "affirmed", "shard", "seed", "backends",
-                        "prompt_version"):
-                if header.get(key) != want[key]:
+                        "prompt_version", "checks"):
+                if header.get(key) != want.get(key):
                     raise NegationClipError(
                         f"{led}: --resume with different settings ({key}: was "
-                        f"{header.get(key)!r}, now {want[key]!r}); use another --out")
+                        f"{header.get(key)!r}, now {want.get(key)!r}); use another --out")
         done = {wid for wid, e in items.items() if e.get("status") == "done"}
         if out.exists():
             recs = read_jsonl(out, repair=True)
@@ -200,7 +206,7 @@ class Runner:
             sib = [c for _, c in self.siblings.get(s.item.image_id, [])] or [s.item.caption]
             for j, obj in enumerate(objs):
                 # an object any caption of this image names is in the image: not a candidate
-                if any(mentions(c, obj) for c in sib):
+                if self.cfg.checks and any(mentions(c, obj) for c in sib):
                     s.outcomes["proposal_mentioned"] += 1
                 else:
                     s.candidates.append((j, obj))
@@ -272,7 +278,8 @@ class Runner:
                 s.outcomes["question_unusable" if res.extra.get("unusable") else
                            "rewrite_unparseable"] += 1
                 continue
-            why = check_negated(s.item.caption, res.negated, obj, question=s.item.question)
+            why = (check_negated(s.item.caption, res.negated, obj, question=s.item.question)
+                   if self.cfg.checks else None)
             if why:
                 s.outcomes["rewrite_rejected"] += 1
                 continue
@@ -287,7 +294,7 @@ class Runner:
                 image_id=it.image_id, image_file=it.image_file, caption_id=it.caption_id,
                 original=it.caption, negated=res.negated, affirmed=affirmed, object=obj,
                 question_id=it.question_id, question=it.question, answer=it.answer,
-                phrasing=res.phrasing, backends=self.roles, prompt_version=PROMPT_VERSION))
+                phrasing=res.phrasing, backends=self.roles, prompt_version=self.cfg.prompt_version))
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, items: list[WorkItem]) -> dict:

@@ -2,11 +2,18 @@
 
 Layout of one store folder (one per vision fingerprint)::
 
-    shards/r00003-000012.npy       [rows, D] float16 or float32, one row per image
-    shards/r00003-000012.keys.npy  [rows] uint64: the key hash of each row
-    index/hashes.npy               [N] uint64, sorted: every stored key hash once
-    index/shard.npy, index/row.npy [N] int32 / int64: where that key's row lives
-    index/shards.json              shard file names, in the order ``index/shard.npy`` counts
+    shards/r00003-000012-9f3a01c2.npy       [rows, D] float16 or float32, one row per image
+    shards/r00003-000012-9f3a01c2.keys.npy  [rows] uint64: the key hash of each row
+    index/CURRENT                           the name of the index generation to read
+    index/<gen>/hashes.npy                  [N] uint64, sorted: every stored key hash once
+    index/<gen>/shard.npy, row.npy          [N] int32 / int64: where that key's row lives
+    index/<gen>/shards.json                 shard file names, in the order ``shard.npy`` counts
+
+A shard name is rank, sequence (per rank, in writing order) and a random tag, so two writers
+that share a rank number (two independent runs on one cache) never overwrite each other. An
+index is written whole into a new generation folder and switched to by replacing ``CURRENT``
+(atomic), so a reader never sees half of two merges; generations other than the current one
+are removed once a minute old (a reader that opened one keeps its memory maps).
 
 Why this shape: at 10M images a ``dict[str, Tensor]`` or one [N, D] tensor is tens of GB of
 RAM before the first step. Here the index is three numpy arrays read through memory maps
@@ -27,6 +34,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import time
+import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -36,7 +46,8 @@ import torch
 from ..utils.errors import NegationClipError
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
-_SHARD = re.compile(r"^r(\d{5})-(\d{6})\.npy$")
+_SHARD = re.compile(r"^r(\d{5})-(\d{6})-([0-9a-f]{8})\.npy$")
+_OLD_INDEX_S = 60.0  # an index generation other than CURRENT is removed once this old
 
 
 def key_hash(key: str) -> int:
@@ -89,6 +100,8 @@ class StoreWriter:
         taken = [int(m.group(2)) for n in os.listdir(self.dir)
                  if (m := _SHARD.match(n)) and int(m.group(1)) == rank]
         self._seq = max(taken) + 1 if taken else 0
+        self._tag = uuid.uuid4().hex[:8]
+        self.written = 0  # rows written to complete shards by this writer
         self._rows: list[np.ndarray] = []
         self._keys: list[np.ndarray] = []
         self._n = 0
@@ -108,10 +121,11 @@ class StoreWriter:
 
     def _flush(self, n: int) -> None:
         rows, keys = np.concatenate(self._rows), np.concatenate(self._keys)
-        name = f"r{self.rank:05d}-{self._seq:06d}"
+        name = f"r{self.rank:05d}-{self._seq:06d}-{self._tag}"
         _atomic_save(self.dir / f"{name}.npy", np.ascontiguousarray(rows[:n]))
         _atomic_save(self.dir / f"{name}.keys.npy", keys[:n])  # last: marks the shard complete
         self._seq += 1
+        self.written += n
         self._rows, self._keys = ([rows[n:]], [keys[n:]]) if n < len(keys) else ([], [])
         self._n = len(keys) - n
 
@@ -146,14 +160,42 @@ def merge_index(root: str | os.PathLike) -> int:
     first = np.ones(len(h), bool)
     first[1:] = h[1:] != h[:-1]
     d = root / "index"
-    d.mkdir(parents=True, exist_ok=True)
-    _atomic_save(d / "shard.npy", s[first])
-    _atomic_save(d / "row.npy", r[first])
-    tmp = d / f"shards.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(names))
-    os.replace(tmp, d / "shards.json")
-    _atomic_save(d / "hashes.npy", h[first])  # last: the index is whole once this appears
+    gen = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+    g = d / gen
+    g.mkdir(parents=True)
+    _atomic_save(g / "shard.npy", s[first])
+    _atomic_save(g / "row.npy", r[first])
+    (g / "shards.json").write_text(json.dumps(names))
+    _atomic_save(g / "hashes.npy", h[first])
+    tmp = d / f"CURRENT.tmp{os.getpid()}-{gen}"
+    tmp.write_text(gen)
+    os.replace(tmp, d / "CURRENT")  # the switch: readers see the old index or this one, whole
+    _remove_old_generations(d)
     return int(first.sum())
+
+
+def _remove_old_generations(d: Path) -> None:
+    try:
+        current = (d / "CURRENT").read_text().strip()
+    except OSError:
+        return
+    now = time.time()
+    for p in d.iterdir():
+        if p.is_dir() and p.name != current:
+            try:
+                if now - p.stat().st_mtime > _OLD_INDEX_S:
+                    shutil.rmtree(p, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def indexed_shards(root: str | os.PathLike) -> list[str]:
+    """The shard names the current index covers ([] when there is no index)."""
+    d = Path(root) / "index"
+    try:
+        return json.loads((d / (d / "CURRENT").read_text().strip() / "shards.json").read_text())
+    except (OSError, ValueError):
+        return []
 
 
 class EmbeddingStore:
@@ -162,13 +204,20 @@ class EmbeddingStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         d = self.root / "index"
-        if not (d / "hashes.npy").exists():
-            raise NegationClipError(f"{self.root}: no embedding-store index (index/hashes.npy); "
-                                    "build it with merge_index")
-        self.hashes = np.load(d / "hashes.npy", mmap_mode="r")
-        self.shard = np.load(d / "shard.npy", mmap_mode="r")
-        self.row = np.load(d / "row.npy", mmap_mode="r")
-        self.names: list[str] = json.loads((d / "shards.json").read_text())
+        for attempt in range(5):  # a concurrent merge may remove the generation just named
+            try:
+                g = d / (d / "CURRENT").read_text().strip()
+                self.hashes = np.load(g / "hashes.npy", mmap_mode="r")
+                self.shard = np.load(g / "shard.npy", mmap_mode="r")
+                self.row = np.load(g / "row.npy", mmap_mode="r")
+                self.names: list[str] = json.loads((g / "shards.json").read_text())
+                break
+            except FileNotFoundError:
+                if not (d / "CURRENT").exists():
+                    raise NegationClipError(f"{self.root}: no embedding-store index (index/CURRENT); "
+                                            "build it with merge_index") from None
+                if attempt == 4:
+                    raise
         self._maps: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -204,8 +253,183 @@ class EmbeddingStore:
             raise NegationClipError(f"{self.root}: {int((~found).sum())} key(s) not in the embedding "
                                     f"store, e.g. {which}")
         shard, row = np.asarray(self.shard[pos]), np.asarray(self.row[pos])
-        out = np.empty((len(h), self.dim), np.float32)
+        return torch.from_numpy(self.gather(shard, row))
+
+    def where(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(shard, row)`` of each hash: where its row lives; shard -1 where it is not stored.
+        Shard numbers count ``self.names`` (fixed for this object: a later merge makes a new
+        index, and the shard files themselves never change)."""
+        pos, found = self.locate(np.asarray(hashes, np.uint64))
+        if not len(self.hashes):
+            return np.full(len(hashes), -1, np.int32), np.zeros(len(hashes), np.int64)
+        shard = np.where(found, np.asarray(self.shard[pos]), -1).astype(np.int32)
+        row = np.where(found, np.asarray(self.row[pos]), 0).astype(np.int64)
+        return shard, row
+
+    def gather(self, shard: np.ndarray, row: np.ndarray, dim: int | None = None) -> np.ndarray:
+        """[n, D] float32 rows at ``(shard, row)``, read through the memory maps (shard -1: NaN)."""
+        out = np.full((len(shard), self.dim if dim is None else dim), np.nan, np.float32)
         for s in np.unique(shard):
+            if s < 0:
+                continue
             sel = np.flatnonzero(shard == s)
             out[sel] = self._map(int(s))[row[sel]]
-        return torch.from_numpy(out)
+        return out
+
+
+def _as_positions(idx, n: int) -> tuple[np.ndarray, bool]:
+    """A tensor-style index (int, slice, list, bool mask, index tensor/array) over ``n`` rows ->
+    (row positions, whether the result keeps the row axis)."""
+    if isinstance(idx, torch.Tensor):
+        idx = idx.cpu().numpy()
+    if isinstance(idx, (int, np.integer)):
+        i = int(idx)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of bounds for {n} rows")
+        return np.array([i % n]), False
+    if isinstance(idx, slice):
+        return np.arange(n)[idx], True
+    arr = np.asarray(idx)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise IndexError(f"a boolean mask over {n} rows has shape {arr.shape}")
+        return np.flatnonzero(arr), True
+    arr = arr.astype(np.int64).reshape(-1)
+    if len(arr) and (arr.max() >= n or arr.min() < -n):
+        raise IndexError(f"index out of bounds for {n} rows")
+    return arr % max(n, 1), True
+
+
+class StoredRows:
+    """Image embeddings [N, D] that stay on disk: indexing gathers only the rows asked for.
+
+    What ``ImageEmbeddingCache.embed`` returns for an on-disk cache, so training and evaluation
+    over millions of images hold their batch, not the set. It reads like the tensor it stands
+    for: ``rows[i]``, ``rows[[i, j]]``, ``rows[mask]``, ``rows[a:b]`` give float32 tensors
+    (normalised when the cache was asked to normalise; NaN rows for failed images),
+    ``len(rows)``, ``rows.shape``, ``rows.to(device)``; any other tensor use (``torch.allclose``,
+    ``rows @ x``, ``rows.isnan()``) reads the whole set once (:meth:`materialize`).
+
+    Per row it keeps where the row lives (shard number and row: 12 bytes), plus the few rows
+    that are not stored (``overlay``: keys no file backs, or files changed while they were read).
+    """
+
+    def __init__(self, store: "EmbeddingStore | None", shard: np.ndarray, row: np.ndarray, dim: int,
+                 overlay: dict[int, torch.Tensor] | None = None, normalize: bool = True,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        self.store, self.shard, self.row, self.dim = store, shard, row, int(dim)
+        self.overlay = overlay or {}
+        self.normalize, self._device, self._dtype = normalize, device, dtype
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size([len(self), self.dim])
+
+    def size(self, d: int | None = None):
+        return self.shape if d is None else self.shape[d]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype or torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self._device or "cpu")
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def to(self, *args, **kwargs) -> "StoredRows":
+        """Rows gathered later come out on this device / in this dtype (nothing is read now)."""
+        device, dtype = self._device, self._dtype
+        for a in list(args) + list(kwargs.values()):
+            if isinstance(a, torch.dtype):
+                dtype = a
+            elif isinstance(a, (torch.device, str)):
+                device = a
+        return StoredRows(self.store, self.shard, self.row, self.dim, self.overlay,
+                          self.normalize, device, dtype)
+
+    def float(self) -> "StoredRows":
+        return self.to(torch.float32)
+
+    def cpu(self) -> "StoredRows":
+        return self.to("cpu")
+
+    def gather(self, positions: np.ndarray) -> torch.Tensor:
+        """[len(positions), D] rows (float32 unless ``to`` said otherwise)."""
+        positions = np.asarray(positions, np.int64)
+        if self.store is not None:
+            out = self.store.gather(self.shard[positions], self.row[positions], self.dim)
+        else:
+            out = np.full((len(positions), self.dim), np.nan, np.float32)
+        t = torch.from_numpy(out)
+        if self.overlay:
+            for j, p in enumerate(positions.tolist()):
+                r = self.overlay.get(p)
+                if r is not None:
+                    t[j] = r
+        if self.normalize and len(t):
+            ok = ~torch.isnan(t).any(dim=1)
+            if bool(ok.all()):
+                t = torch.nn.functional.normalize(t, dim=-1)
+            elif bool(ok.any()):
+                t[ok] = torch.nn.functional.normalize(t[ok], dim=-1)
+        if self._device is not None or self._dtype is not None:
+            t = t.to(device=self._device, dtype=self._dtype)
+        return t
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if isinstance(idx, tuple):  # rows first, then the tensor does the rest
+            return self[idx[0]][(slice(None),) + idx[1:]] if len(idx) > 1 else self[idx[0]]
+        pos, keep = _as_positions(idx, len(self))
+        t = self.gather(pos)
+        return t if keep else t[0]
+
+    def select(self, positions: Sequence[int] | np.ndarray) -> "StoredRows":
+        """The rows at ``positions``, still on disk (a view: nothing is read)."""
+        positions = np.asarray(positions, np.int64).reshape(-1)
+        overlay = ({j: self.overlay[p] for j, p in enumerate(positions.tolist()) if p in self.overlay}
+                   if self.overlay else {})
+        return StoredRows(self.store, self.shard[positions], self.row[positions], self.dim,
+                          overlay, self.normalize, self._device, self._dtype)
+
+    def materialize(self) -> torch.Tensor:
+        """The whole [N, D] tensor (reads every row: for small sets and tests)."""
+        return self.gather(np.arange(len(self)))
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.materialize().cpu().numpy()
+        return a.astype(dtype) if dtype is not None else a
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        def real(x):
+            if isinstance(x, StoredRows):
+                return x.materialize()
+            if isinstance(x, (list, tuple)):
+                return type(x)(real(y) for y in x)
+            return x
+        return func(*real(args), **{k: real(v) for k, v in (kwargs or {}).items()})
+
+    def __getattr__(self, name):  # any other tensor attribute: on the whole set
+        if name.startswith("_") or name in ("store", "shard", "row", "dim", "overlay", "normalize"):
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)
+
+    def __matmul__(self, other):
+        return self.materialize() @ other
+
+    def __rmatmul__(self, other):
+        return other @ self.materialize()
+
+    def __repr__(self) -> str:
+        return f"StoredRows({len(self)} x {self.dim}, memory-mapped)"

@@ -282,6 +282,9 @@ def _load_open_clip_folder(path: Path, ckpt: Path, src: str, dt: torch.dtype, ac
 
     cfg = _open_clip_config(path)
     if cfg is not None:
+        from .open_clip_siglip import is_open_clip_siglip, load_open_clip_siglip
+        if is_open_clip_siglip(cfg):  # timm ViT + MAP head, open_clip text: a SiglipModel
+            return load_open_clip_siglip(path, ckpt, cfg, src, dt, act)
         open_clip_names.check_supported(cfg, path)
     found = name_act if (name_act is not None and act is None) else _source_act(path, "open_clip")
     chosen = _resolve_act(act, found, src)
@@ -329,8 +332,12 @@ def load_clip(source: str | os.PathLike, device: str | torch.device = "cpu",
         from .convert import _is_torchscript, read_checkpoint
         fmt = "torchscript" if _is_torchscript(path) else (
             "safetensors" if path.suffix == ".safetensors" else "state_dict")
-        sd = read_checkpoint(path)
-        if any(k.startswith("text_model.") for k in sd):
+        from .open_clip_siglip import is_open_clip_siglip, load_open_clip_siglip
+        oc_cfg = _open_clip_config(path.parent) if path.name in _OPEN_CLIP_FILES else None
+        sd = None if oc_cfg is not None and is_open_clip_siglip(oc_cfg) else read_checkpoint(path)
+        if sd is None:
+            bundle = load_open_clip_siglip(path.parent, path, oc_cfg, src, dt, act)
+        elif any(k.startswith("text_model.") for k in sd):
             cfg = path.parent / "config.json"
             if not cfg.exists():
                 raise NegationClipError(f"{path}: Hugging Face-layout weights need the config.json "

@@ -120,13 +120,15 @@ def resolve(oc: OpenClipName) -> Path:
 
 
 def check_supported(cfg: dict, where: Path) -> None:
-    """open_clip-layout SigLIP (a timm vision tower, a custom text tower) is not converted."""
+    """What is neither open_clip CLIP (OpenAI layout) nor open_clip SigLIP (a timm ViT with a MAP
+    head, converted by ``models.open_clip_siglip``) is refused clearly."""
     mc = cfg.get("model_cfg", cfg) if isinstance(cfg, dict) else {}
     vis, txt = mc.get("vision_cfg") or {}, mc.get("text_cfg") or {}
     if "init_logit_bias" in mc or vis.get("timm_model_name") or txt.get("hf_tokenizer_name") \
             or mc.get("custom_text"):
         raise NegationClipError(
-            f"{where}/open_clip_config.json: an open_clip-layout model with a timm vision tower or a "
-            "custom text tower (e.g. SigLIP) is not supported; supported: open_clip CLIP "
-            "(OpenAI-layout) weights, and SigLIP / SigLIP 2 as Hugging Face folders "
-            "(SiglipModel / Siglip2Model, e.g. google/siglip-base-patch16-224)")
+            f"{where}/open_clip_config.json: an open_clip-layout model with a timm vision tower "
+            f"({vis.get('timm_model_name')}, pool {vis.get('timm_pool')!r}) or a custom text tower "
+            "is not supported; supported: open_clip CLIP (OpenAI-layout) weights, open_clip SigLIP "
+            "(a timm ViT with a MAP head, timm_pool 'map'), and SigLIP / SigLIP 2 as Hugging Face "
+            "folders (SiglipModel / Siglip2Model, e.g. google/siglip-base-patch16-224)")

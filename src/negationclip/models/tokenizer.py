@@ -16,6 +16,7 @@ import gzip
 import html
 import json
 import os
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -77,12 +78,42 @@ def write_vocab_files(folder: str | os.PathLike) -> tuple[Path, Path]:
 _WS = regex.compile(r"\s+")
 
 
+def basic_clean(text: str) -> str:
+    """OpenAI's (and open_clip's) basic_clean: ftfy, double HTML unescape, strip."""
+    text = ftfy.fix_text(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+def whitespace_clean(text: str) -> str:
+    return _WS.sub(" ", text.strip()).strip()
+
+
 def clean_text(text: str) -> str:
     """OpenAI's basic_clean + whitespace_clean + lower-casing."""
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text))
-    text = _WS.sub(" ", text.strip()).strip()
-    return text.lower()
+    return whitespace_clean(basic_clean(text)).lower()
+
+
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def canonicalize_text(text: str) -> str:
+    """big_vision's SigLIP text canonicalisation (as open_clip's ``clean="canonicalize"``):
+    basic_clean, underscores to spaces, punctuation removed, lower case, whitespace collapsed."""
+    text = basic_clean(text).replace("_", " ").translate(_PUNCT).lower()
+    return " ".join(text.split()).strip()
+
+
+def _split_join(text: str) -> str:
+    return " ".join(text.split()).strip()  # open_clip's whitespace_clean (str.split, not a regex)
+
+
+#: open_clip ``HFTokenizer`` cleaning rules (``text_cfg.tokenizer_kwargs.clean``), by name
+TEXT_CLEANERS = {
+    "canonicalize": canonicalize_text,
+    "lower": lambda t: _split_join(basic_clean(t)).lower(),
+    "whitespace": lambda t: _split_join(basic_clean(t)),
+    "whitespace_underscore": lambda t: _split_join(basic_clean(t).replace("_", " ")),
+}
 
 
 @functools.lru_cache()

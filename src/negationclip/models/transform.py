@@ -19,6 +19,7 @@ maths per pixel).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -61,7 +62,7 @@ def max_image_pixels() -> int | None:
     return v
 
 
-def _open_checked(path: Path) -> Image.Image:
+def _open_checked(path: Path, data: bytes | None = None) -> Image.Image:
     """``Image.open`` with our pixel limit in force: PIL's own bomb check (a warning above its
     limit, an error above twice it) is replaced by one rule, checked from the header."""
     limit = max_image_pixels()
@@ -69,7 +70,7 @@ def _open_checked(path: Path) -> Image.Image:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            im = Image.open(path)
+            im = Image.open(path if data is None else io.BytesIO(data))
         finally:
             Image.MAX_IMAGE_PIXELS = pil_limit
     w, h = im.size
@@ -99,7 +100,8 @@ def _image_error(path: Path, e: BaseException) -> NegationClipError:
     return NegationClipError(f"{path}: unreadable image ({type(e).__name__}: {e})")
 
 
-def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image:
+def open_image(path: str | os.PathLike, mode: str | None = "RGB", *, data: bytes | None = None
+               ) -> Image.Image:
     """Open and fully decode an image (as RGB by default). Every way a file can fail (missing, a folder, no
     permission, not an image, truncated, corrupt, over the pixel limit of ``max_image_pixels``)
     raises NegationClipError naming it, so callers count a skip or stop with a clear message.
@@ -109,10 +111,11 @@ def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image
     ``mode="RGB"`` converts as the official training/eval loaders do
     (``Image.open(p).convert("RGB")``); ``mode=None`` keeps the file's own mode (what
     ``preprocess(Image.open(p))`` sees), so the transform makes it RGB by its rule.
+    ``data``: the image's bytes (e.g. from a webdataset tar); ``path`` then only names it.
     """
     path = Path(path)
     try:
-        with _open_checked(path) as im:
+        with _open_checked(path, data) as im:
             im.load()
             if mode is None:
                 return im.copy()

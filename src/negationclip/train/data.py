@@ -338,7 +338,8 @@ class TokenTable:
     be exact) gives its own full-length rows and masks, stacked as they are.
     """
 
-    def __init__(self, tokenizer, texts: Iterable[str]):
+    def __init__(self, tokenizer, texts: Iterable[str], keep: bool = True):
+        self.keep = keep  # False: tokenise each batch on the fly, remember nothing (streams)
         self.pad_id = int(tokenizer.pad_token_id)
         self._tok = tokenizer
         self.fixed_padding = bool(getattr(tokenizer, "fixed_padding", False))
@@ -368,17 +369,27 @@ class TokenTable:
                                        int(tok.eot_token_id)]
         return r
 
+    def forget(self) -> None:
+        """Drop what was tokenised (``keep=False`` tables do this after every batch)."""
+        self.rows.clear()
+        self._fixed.clear()
+
     def batch(self, texts: Sequence[str], pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [self.row(t) for t in texts]
         if self.fixed_padding:
-            return (torch.stack([self._fixed[t][0] for t in texts]),
-                    torch.stack([self._fixed[t][1] for t in texts]))
+            out = (torch.stack([self._fixed[t][0] for t in texts]),
+                   torch.stack([self._fixed[t][1] for t in texts]))
+            if not self.keep:
+                self.forget()
+            return out
         width = pad_to or max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
             mask[i, : len(r)] = 1
+        if not self.keep:
+            self.forget()
         return ids, mask
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import itertools
 import math
 import os
 import time
@@ -31,8 +32,8 @@ from .data import (CaptionRecord, Example, ReadReport, TokenTable, coerce_record
                    epoch_batches, mine_negative_images, originals_by_image, read_records, shard,
                    split_examples)
 from .loss import loss_value
-from .methods import get_method, method_names
-from .methods.base import Method, StepContext, scaled_logit_scale
+from .methods import get_method
+from .methods.base import Method, StepContext, scaled_logit_bias, scaled_logit_scale
 from .reporting import make_reporter
 from .trainable import configure_method_trainable, trainable_parameters
 from .vision import LiveVision
@@ -107,10 +108,34 @@ class _Data:
     train: list[Example]
     val: list[Example]
     image_index: dict[str, int]
-    image_emb: torch.Tensor       # [n_images, D], normalised, on device
+    image_emb: Any                # [n_images, D] normalised: a tensor, or StoredRows (memory-mapped)
     tokens: TokenTable
     skipped: Counter
     data_fingerprint: dict
+    stream: Any = None            # streaming.EmbeddedStream when the training captions stream
+    val_stream: Any = None        # ... and the validation captions
+    seed: int = 0                 # of the in-memory batch order (TrainConfig.seed)
+
+    @property
+    def n_train(self) -> int:
+        return self.stream.n_rows if self.stream is not None else len(self.train)
+
+    @property
+    def n_val(self) -> int:
+        return self.val_stream.n_rows if self.val_stream is not None else len(self.val)
+
+    @property
+    def n_images(self) -> int:
+        return self.stream.n_images if self.stream is not None else len(self.image_index)
+
+    def batches(self, epoch: int, batch_size: int, world: int, *, dedupe: bool = False):
+        """(number of global batches, iterator over them as row lists) for one epoch."""
+        if self.stream is not None:
+            return (self.stream.n_batches(batch_size, world),
+                    self.stream.batches(epoch, batch_size, min_size=world))
+        idx = epoch_batches(len(self.train), batch_size, epoch=epoch, seed=self.seed, min_size=world,
+                            groups=[self.image_index[e.image] for e in self.train] if dedupe else None)
+        return len(idx), ([self.train[i] for i in b] for b in idx)
 
 
 def _load_bundle(model, device: torch.device, inplace: bool):
@@ -137,11 +162,20 @@ def _records(records, image_root) -> tuple[list[CaptionRecord], Counter]:
 def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
              say: Callable[[str], None], cache, val_records=None,
              method: Method | None = None) -> _Data:
-    from ..models.crops import KeyLoader
     from ..models import ImageEmbeddingCache
+    from ..models.crops import KeyLoader
+    from ..models.embedding_store import StoredRows
+    from .streaming import StreamInput
 
     method = method or get_method(cfg.method, cfg.method_options)
+    if cache is None:
+        cache = ImageEmbeddingCache(cfg.cache_dir) if cfg.cache_dir else ImageEmbeddingCache()
+    if isinstance(records, StreamInput):
+        return _prepare_stream(bundle, records, image_root, cfg, info, say, cache, val_records, method)
     recs, skipped = _records(records, image_root)
+    if cfg.instances and not method.uses_instances:
+        say(f"note: method {method.name} does not read --instances; "
+            f"{', '.join(map(str, cfg.instances))} ignored")
     method.check_records(recs, cfg)  # a missing field fails here, before any work
     examples, notes = method.build_rows(recs, image_root=image_root, cfg=cfg)
     for k, v in notes.items():
@@ -162,22 +196,11 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
         examples = examples + vex
     keys = list(dict.fromkeys([e.image for e in examples] +
                               [e.hard_image for e in examples if e.hard_image]))
-    if cache is None:
-        cache = ImageEmbeddingCache(cfg.cache_dir) if cfg.cache_dir else ImageEmbeddingCache()
 
-    load = KeyLoader()  # whole images, or crops named ``path#x,y,w,h``
-
-    def embed():
-        return cache.embed(bundle, keys, load, batch_size=cfg.image_batch_size,
-                           desc="image embeddings (once; frozen vision tower)")
-
-    # rank 0 computes and stores the misses; the others then read them from the cache
-    if info.active and not info.is_main:
-        D.barrier(info)
-        res = embed()
-    else:
-        res = embed()
-        D.barrier(info)
+    # every rank encodes its share of the misses into its own shards; all read one index.
+    # KeyLoader: whole images, or crops named ``path#x,y,w,h`` (NegWorld's part records)
+    res = cache.embed(bundle, keys, KeyLoader(), batch_size=cfg.image_batch_size,
+                      desc="image embeddings (once; frozen vision tower)", distributed=info.active)
     failed = res.failed
     ok_keys = {k for k, good in zip(keys, res.ok.tolist()) if good}
     kept, kept_val = [], []
@@ -221,13 +244,74 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
     used = sorted({e.image for e in kept} | {e.hard_image for e in kept if e.hard_image})
     image_index = {k: i for i, k in enumerate(used)}
     pos = {k: i for i, k in enumerate(keys)}
-    emb = res.embeddings[[pos[k] for k in used]].float()
+    sel = [pos[k] for k in used]
+    # an on-disk cache gives rows that stay memory-mapped: a step gathers only its batch
+    emb = (res.embeddings.select(sel) if isinstance(res.embeddings, StoredRows)
+           else res.embeddings[sel].float())
     texts = [t for e in kept for t in method.row_texts(e)]
     tokens = TokenTable(bundle.tokenizer, texts)
     fp = {"n_train": len(train), "n_val": len(val),
           "train_hash": _hash([(e.image, e.text, e.hard_texts, e.hard_image) for e in train]),
           "val_hash": _hash([(e.image, e.text) for e in val])}
-    return _Data(train, val, image_index, emb, tokens, skipped, fp)
+    return _Data(train, val, image_index, emb, tokens, skipped, fp, seed=cfg.seed)
+
+
+def _prepare_stream(bundle, inp, image_root, cfg: TrainConfig, info: D.DistInfo,
+                    say: Callable[[str], None], cache, val_records, method: Method) -> _Data:
+    """Streamed captions (csv / jsonl / webdataset): one pass embeds the images, then every
+    epoch reads the files again; no caption is held beyond its batch. Every process reads the
+    whole stream (text only) and the method takes its share of each global batch, as in memory."""
+    from .streaming import StreamingDataset, embed_stream
+
+    unsupported = [what for what, bad in (
+        (f"--method {cfg.method} (streams carry one caption per record: use negationclip)",
+         method.name != "negationclip"),
+        (f"--mix {cfg.mix}", cfg.mix != "negated"),
+        (f"--hard-negatives {cfg.hard_negatives}", cfg.hard_negatives != "none"),
+        ("--mine-negative-images", cfg.mine_negative_images),
+        ("--dedupe-images", cfg.dedupe_images_in_batch),
+        ("--val-data outside the stream (give it in the same --dataset-type)", val_records is not None),
+    ) if bad]
+    if unsupported:
+        raise NegationClipError(f"--dataset-type {inp.kind}: not available on a streamed caption set: "
+                                + "; ".join(unsupported))
+    ds = StreamingDataset(inp.train, inp.kind, inp.fmt, chunk=inp.chunk, seed=cfg.seed)
+    stream = embed_stream(ds, bundle, cache, image_root, batch_size=cfg.image_batch_size,
+                          distributed=info.active, desc="training captions")
+    val_stream = None
+    if inp.val:
+        vds = StreamingDataset(inp.val, inp.kind, inp.fmt, chunk=inp.chunk, seed=cfg.seed)
+        val_stream = embed_stream(vds, bundle, cache, image_root, batch_size=cfg.image_batch_size,
+                                  distributed=info.active, desc="validation captions")
+    else:
+        say("note: a streamed caption set is not split: no --val-data, so no validation; the "
+            "last weights are kept")
+    skipped = Counter()
+    for st in (stream, val_stream):
+        if st is None:
+            continue
+        skipped.update({k: v for k, v in st.skipped.items() if v})
+        if st.first_failure:
+            say(f"skipped {st.skipped.get('captions whose image is missing or unreadable', 0)} "
+                f"captions of the {'validation' if st is val_stream else 'training'} stream whose "
+                f"image is missing or unreadable (e.g. {st.first_failure})")
+    if stream.n_rows < 2:
+        raise NegationClipError(
+            f"training set too small: {stream.n_rows} usable caption(s) in {', '.join(ds.urls[:3])}"
+            + (f" (e.g. {stream.first_failure})" if stream.first_failure else ""))
+
+    def files(d):
+        out = []
+        for u in d.urls:
+            st = os.stat(u)
+            out.append((u, st.st_size, st.st_mtime_ns))
+        return out
+    fp = {"n_train": stream.n_rows, "n_val": val_stream.n_rows if val_stream else 0,
+          "train_hash": _hash([inp.kind, inp.fmt, inp.chunk, files(ds)]),
+          "val_hash": _hash(files(val_stream.ds)) if val_stream else None}
+    tokens = TokenTable(bundle.tokenizer, (), keep=False)
+    return _Data([], [], {}, None, tokens, skipped, fp, stream=stream, val_stream=val_stream,
+                 seed=cfg.seed)
 
 
 def _hash(obj) -> str:
@@ -242,10 +326,10 @@ class _Trainer:
                  device: torch.device, method: Method | None = None, live_vision: str | None = None):
         self.b, self.d, self.cfg, self.info, self.device = bundle, data, cfg, info, device
         self.model = bundle.model
-        self.emb = data.image_emb.to(device)
+        self.emb = data.image_emb.to(device) if data.image_emb is not None else None
         self.precision, self.autocast = _autocast(device, cfg.precision)
         self.method = method = method or get_method(cfg.method, cfg.method_options)
-        method.setup(data.train, cfg)
+        method.setup(data.train, cfg)  # a stream has no hard negatives to find
         # with a trained vision tower the cached embeddings go stale: encode every step
         self.live_vision = bool(live_vision)
         self.vision = (LiveVision(self.model, bundle.transform, device, live_vision,
@@ -273,6 +357,8 @@ class _Trainer:
         return self.vision.encode(keys).float()
 
     def _cached(self, keys: Sequence[str]) -> torch.Tensor:
+        if self.d.stream is not None:
+            return self.d.stream.image_rows(keys, also=self.d.val_stream).to(self.device)
         return self.emb[[self.d.image_index[k] for k in keys]]
 
     def context(self) -> StepContext:
@@ -283,7 +369,9 @@ class _Trainer:
                            device=self.device, info=self.info, rank=self.info.rank,
                            world=self.info.world, seed=self.cfg.seed, step=self.step,
                            options=getattr(self.method, "opts", {}),
-                           pair_loss=functools.partial(self.b.family.loss, self.model))
+                           pair_loss=functools.partial(self.b.family.loss, self.model),
+                           family=self.b.family,
+                           logit_bias=scaled_logit_bias(self.model, self.b.family, self.info.world))
 
     def train_mode(self) -> None:
         self.model.text_model.train()
@@ -298,17 +386,22 @@ class _Trainer:
 
     @torch.no_grad()
     def validate(self) -> float | None:
-        if not self.d.val:
+        if not self.d.n_val:
             return None
         self.model.eval()
         # batch_mean (released): batches in split order, the mean of the per-batch means;
-        # row_mean: a seeded shuffled order, every caption weighing the same
+        # row_mean: a seeded shuffled order, every caption weighing the same (a stream: file order)
         row_mean = self.cfg.val_loss == "row_mean"
-        batches = epoch_batches(len(self.d.val), self.cfg.batch_size, epoch=-1, seed=self.cfg.seed,
-                                min_size=self.info.world, shuffle=row_mean)
+        if self.d.val_stream is not None:
+            batches = self.d.val_stream.batches(-1, self.cfg.batch_size, min_size=self.info.world,
+                                                shuffle=False)
+        else:
+            batches = ([self.d.val[i] for i in b] for b in epoch_batches(
+                len(self.d.val), self.cfg.batch_size, epoch=-1, seed=self.cfg.seed,
+                min_size=self.info.world, shuffle=row_mean))
         total = n = 0.0
         for b in batches:
-            rows = [self.d.val[i] for i in shard(b, self.info.rank, self.info.world)]
+            rows = [b[i] for i in shard(range(len(b)), self.info.rank, self.info.world)]
             loss = self._plain_loss(rows)
             w = len(b) if row_mean else 1
             total += loss * w
@@ -342,6 +435,8 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
     uninterrupted run). ``on_step(step)`` is called after each optimizer step (tests use it to
     interrupt a run).
     """
+    from .streaming import StreamInput
+
     cfg = (config or TrainConfig()).validate()
     out = check_output(out_dir, kind="dir", option="out")  # before the embedding pass, not after
     t0 = time.time()
@@ -356,17 +451,17 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
         torch.manual_seed(cfg.seed)
         bundle = _load_bundle(model, device, inplace)
         method = get_method(cfg.method, cfg.method_options)
-        if bundle.family.name not in method.families:
-            raise NegationClipError(
-                f"method {method.name!r} is defined with CLIP's contrastive loss and is not "
-                f"available for a {bundle.family.name} model; methods for it: "
-                + ", ".join(n for n in method_names() if bundle.family.name in get_method(n).families))
+        method.check_family(bundle.family)
         vision = cfg.train_vision or method.train_vision
         summary = configure_method_trainable(bundle.model, method, cfg, vision)
         say(f"method {method.name}: " + summary.describe())
+        if vision != "none" and isinstance(records, StreamInput):
+            raise NegationClipError(f"--train-vision {vision}: a streamed caption set trains on "
+                                    "stored image embeddings (a frozen vision tower): use "
+                                    "--train-vision none")
         data = _prepare(bundle, records, image_root, cfg, info, say, cache, val_records, method)
-        say(f"{len(data.train)} training and {len(data.val)} validation captions, "
-            f"{len(data.image_index)} images "
+        say(f"{data.n_train} training and {data.n_val} validation captions, "
+            f"{data.n_images} images "
             + ("(encoded every step: the vision tower trains)" if vision != "none"
                else "(embedded once)"))
         return _run(bundle, data, cfg, info, device, out, resume, on_step, say, t0, method,
@@ -382,8 +477,7 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
     model = bundle.model
     params = [p for _, p in trainable_parameters(model)]
     opt = make_optimizer(params, cfg)
-    n_batches = len(epoch_batches(len(data.train), cfg.batch_size, epoch=0, seed=cfg.seed,
-                                  min_size=info.world))
+    n_batches = data.batches(0, cfg.batch_size, info.world)[0]
     steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -447,7 +541,7 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
         say(f"step {step}: validation loss {v:.4f} (best {best_val:.4f} at step {best_step})")
         tr.train_mode()
 
-    if step == 0 and initial_val is None and data.val:
+    if step == 0 and initial_val is None and data.n_val:
         initial_val = tr.validate()
         if initial_val is not None:
             record({"kind": "val", "step": 0, "epoch": 0, "val_loss": initial_val})
@@ -458,19 +552,23 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
     tr.train_mode()
     done = step >= total
     while not done and epoch < cfg.epochs:
-        batches = epoch_batches(len(data.train), cfg.batch_size, epoch=epoch, seed=cfg.seed,
-                                min_size=info.world,
-                                groups=[data.image_index[e.image] for e in data.train]
-                                if cfg.dedupe_images_in_batch else None)
-        groups = [batches[i: i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
-        while group_pos < len(groups):
+        n_b, batch_iter = data.batches(epoch, cfg.batch_size, info.world,
+                                       dedupe=cfg.dedupe_images_in_batch)
+        n_groups = math.ceil(n_b / cfg.grad_accum)
+        groups = iter(lambda: list(itertools.islice(batch_iter, cfg.grad_accum)), [])
+        for _ in range(group_pos):  # a resumed run: the order is a function of seed and epoch
+            next(groups, None)
+        while group_pos < n_groups:
             t_step = time.time()
-            group = groups[group_pos]
+            group = next(groups, None)
+            if group is None:
+                raise NegationClipError(
+                    f"the training captions changed during the run: epoch {epoch + 1} ended after "
+                    f"{group_pos} of {n_groups} steps")
             opt.zero_grad(set_to_none=True)
             value = 0.0
             tr.step = step
-            for b in group:
-                rows = [data.train[i] for i in b]  # the global batch; the method shards it
+            for rows in group:  # the global batch; the method shards it
                 loss, v = tr.batch_loss(rows)
                 loss = loss / len(group)
                 value += v / len(group)
@@ -515,7 +613,7 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
                             cap_s=f"{rows_done / dt:.0f}", refresh=False)
             bar.update(1)
             done = step >= total
-            end_of_epoch = group_pos >= len(groups)
+            end_of_epoch = group_pos >= n_groups
             if end_of_epoch:
                 epoch += 1
                 group_pos = 0
@@ -538,7 +636,7 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
         say(f"note: no checkpoint beat the validation loss before training ({initial_val:.4f}; "
             f"best {best_val:.4f} at step {best_step}): try another lr or more data")
     best_dir = None
-    if data.val:
+    if data.n_val:
         best_dir = out / ckpt.BEST if best_val is not None else None
         if best_dir is not None and (best_dir / "config.json").exists():
             from ..models import load_clip
@@ -556,7 +654,7 @@ def _run(bundle, data: _Data, cfg: TrainConfig, info: D.DistInfo, device: torch.
         from .plots import plot_loss_curve
         plot = plot_loss_curve(history, out / "loss_curve.png")
     res = FinetuneResult(out, best_dir, best_val, best_step, initial_val, step, history,
-                         len(data.train), len(data.val), dict(data.skipped), plot, bundle,
+                         data.n_train, data.n_val, dict(data.skipped), plot, bundle,
                          time.time() - t0, info.rank)
     if info.is_main:
         atomic_write_json(out / "result.json", res.summary())

@@ -136,6 +136,24 @@ def sigmoid_loss(image_emb: torch.Tensor, text_emb: torch.Tensor,
     return loss * world if world > 1 else loss
 
 
+def positive_mask(targets: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Which (row, column) pairs are positive: ``targets`` is each row's positive column [R] or
+    weights over its positives [R, C] (a pair is positive where its weight is above 0)."""
+    if targets.dim() == 1:
+        mask = torch.zeros(shape, dtype=torch.bool, device=targets.device)
+        mask[torch.arange(shape[0], device=targets.device), targets] = True
+        return mask
+    return targets > 0
+
+
+def sigmoid_pairs_loss(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """SigLIP's binary loss on a block of pairs: ``-log sigmoid(logit)`` for the positives,
+    ``-log sigmoid(-logit)`` for the rest, summed and divided by the number of rows (as
+    ``sigmoid_loss`` divides by the images). No gathering: the caller holds global rows."""
+    sign = positive.to(logits.dtype) * 2 - 1
+    return -F.logsigmoid(sign * logits).sum() / logits.shape[0]
+
+
 def loss_value(loss: torch.Tensor) -> float:
     """The true (global) value of a loss returned by this module, for logging."""
     return float(loss.detach().float().item()) / world_size()

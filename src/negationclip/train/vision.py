@@ -24,44 +24,56 @@ class _PixelStore:
         self.transform, self.device = transform, device
         side = int(getattr(transform, "image_size", 224))
         self.keep = n_images * 3 * side * side * 4 <= budget
-        self.store: dict[str, torch.Tensor] = {}
+        self.store: dict[str, object] = {}
 
-    def get(self, keys: Sequence[str]) -> torch.Tensor:
+    def get(self, keys: Sequence[str]):
+        """The transform's output for ``keys``: a pixel tensor, or (SigLIP 2 NaFlex) its dict."""
         from ..models.crops import KeyLoader
         missing = [k for k in dict.fromkeys(keys) if k not in self.store]
-        load = KeyLoader()  # whole images or crop keys, as the cache reads them
-        fresh = dict(zip(missing, self.transform([load(k) for k in missing]))) if missing else {}
+        fresh = {}
+        if missing:
+            load = KeyLoader()  # whole images or crop keys, as the cache reads them
+            out = self.transform([load(k) for k in missing])
+            rows = ([{n: v[i] for n, v in out.items()} for i in range(len(missing))]
+                    if isinstance(out, dict) else list(out))
+            fresh = dict(zip(missing, rows))
         if self.keep:
             self.store.update(fresh)
             got = self.store
         else:
             got = {**self.store, **fresh}
-        return torch.stack([got[k] for k in keys]).to(self.device)
+        items = [got[k] for k in keys]
+        if isinstance(items[0], dict):
+            return {n: torch.stack([it[n] for it in items]).to(self.device) for n in items[0]}
+        return torch.stack(items).to(self.device)
 
 
 class LiveVision:
-    """``encode(keys) -> [N, D]`` projected, unnormalised, differentiable image features."""
+    """``encode(keys) -> [N, D]`` projected, unnormalised, differentiable image features. The
+    model family splits its tower (``vision_prefix`` / ``vision_suffix``); a family that cannot
+    (SigLIP 2's NaFlex) runs the whole tower."""
 
     def __init__(self, model, transform, device: torch.device, spec: str, n_images: int,
                  budget: float = BUDGET):
+        from ..models.families import family_of
+
         self.model, self.device = model, device
+        self.family = family_of(model)
         self.pixels = _PixelStore(transform, device, n_images, budget)
         kind, k = parse_train_vision(spec)
         depth = n_layers(model, "vision")
         self.split = depth - k if kind == "last" else 0
-        vc = model.config.vision_config
-        tokens = (int(vc.image_size) // int(vc.patch_size)) ** 2 + 1
-        self.use_prefix = self.split > 0 and n_images * tokens * int(vc.hidden_size) * 4 <= budget
+        tokens = self.family.vision_tokens(model)
+        width = int(model.config.vision_config.hidden_size)
+        self.use_prefix = (self.split > 0 and tokens is not None
+                           and n_images * tokens * width * 4 <= budget)
         self.prefix: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def _prefix(self, keys: Sequence[str]) -> torch.Tensor:
         missing = [k for k in dict.fromkeys(keys) if k not in self.prefix]
         if missing:
-            vm = self.model.vision_model
-            h = vm.pre_layrnorm(vm.embeddings(self.pixels.get(missing)))
-            for layer in vm.encoder.layers[: self.split]:
-                h = layer(h, None)
+            h = self.family.vision_prefix(self.model, self.pixels.get(missing), self.split)
             self.prefix.update(zip(missing, h.float()))
         return torch.stack([self.prefix[k] for k in keys]).to(self.device)
 
@@ -69,8 +81,4 @@ class LiveVision:
         from ..models import image_features
         if not self.use_prefix:
             return image_features(self.model, self.pixels.get(keys))
-        vm = self.model.vision_model
-        h = self._prefix(keys)
-        for layer in vm.encoder.layers[self.split:]:
-            h = layer(h, None)
-        return self.model.visual_projection(vm.post_layernorm(h[:, 0, :]))
+        return self.family.vision_suffix(self.model, self._prefix(keys), self.split)

@@ -31,6 +31,8 @@ class ChatRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    image_first: bool = False  # the image goes before the text of the last user turn
+    prompt: str | None = None  # local models: this exact prompt instead of the chat template
 
 
 @dataclass

@@ -90,7 +90,11 @@ class HFChat(ChatBackend):
                 f"folder or a model in the Hugging Face cache") from None
         return model.to(device), tokenizer, processor
 
-    def _render(self, messages: list[dict], with_image: bool) -> str:
+    def _render(self, req: ChatRequest, with_image: bool) -> str:
+        if req.prompt is not None:  # an exact prompt (the released LLaVA prompt): no template
+            token = getattr(self._proc, "image_token", None) or "<image>"
+            return req.prompt.replace("<image>", token) if with_image else req.prompt
+        messages = req.messages
         holder = self._proc if (with_image and self._proc is not None) else self._tok
         msgs = messages
         if with_image:
@@ -114,7 +118,7 @@ class HFChat(ChatBackend):
         import torch
 
         with_image = any(r.image is not None for r in batch)
-        prompts = [self._render(r.messages, with_image) for r in batch]
+        prompts = [self._render(r, with_image) for r in batch]
         if with_image:
             if self._proc is None:
                 raise NegationClipError(f"{self.model}: a text-only model cannot verify images")

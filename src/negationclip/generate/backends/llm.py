@@ -1,74 +1,71 @@
-"""Proposer, verifier and rewriter on top of any chat backend (``openai`` or ``hf``):
-build the versioned prompts, send them in one batch, parse the answers robustly."""
+"""Proposer, verifier and rewriter on top of any chat backend (``openai`` or ``hf``): build
+the messages of a prompt set (``prompts/``: ``released`` by default, or ``negationclip``),
+send them in one batch, parse the answers by the set's rules (unreadable ones are skips)."""
 
 from __future__ import annotations
 
 from ...utils import NegationClipError
-from .. import prompts
-from ..parse import parse_numbered, parse_objects, parse_rewrite, parse_yes_no
+from ..prompts import PromptSet, get_prompt_set
 from .base import (ChatBackend, ChatRequest, GroupProposeResult, GroupProposeTask, ProposeResult, ProposeTask, Proposer,
                    RewriteResult, RewriteTask, Rewriter, VerifyResult, VerifyTask, Verifier)
 
 
 class _ChatRole:
-    def __init__(self, chat: ChatBackend, *, temperature: float = 0.0, top_p: float = 1.0,
-                 max_tokens: int = 64):
+    """A role on a chat backend speaking prompt set ``prompts`` (a name or a ``PromptSet``;
+    default ``released``). ``temperature``/``top_p``/``max_tokens`` None: the set's."""
+
+    role = ""
+
+    def __init__(self, chat: ChatBackend, *, prompts: str | PromptSet | None = None,
+                 temperature: float | None = None, top_p: float | None = None,
+                 max_tokens: int | None = None):
         self.chat = chat
         self.backend = chat.name
         self.model = chat.model
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_tokens = max_tokens
+        self.prompts = get_prompt_set(prompts)
+        self.temperature = (self.prompts.temperature[self.role] if temperature is None
+                            else temperature)
+        top_p = self.prompts.top_p if top_p is None else top_p
+        self.top_p = top_p if self.temperature > 0 else 1.0  # greedy: no nucleus
+        self.max_tokens = self.prompts.tokens(self.role, max_tokens)
 
-    def _req(self, messages, seed, image=None, max_tokens=None) -> ChatRequest:
+    def describe(self) -> dict:
+        return {**super().describe(), "prompts": self.prompts.name}  # type: ignore[misc]
+
+    def _req(self, messages, seed, image=None, max_tokens=None, **kw) -> ChatRequest:
         return ChatRequest(messages=messages, image=image, seed=seed,
                            max_tokens=max_tokens or self.max_tokens,
-                           temperature=self.temperature, top_p=self.top_p)
+                           temperature=self.temperature, top_p=self.top_p, **kw)
 
     def close(self) -> None:
         self.chat.close()
 
 
 class LLMProposer(_ChatRole, Proposer):
-    def propose(self, tasks: list[ProposeTask]) -> list[ProposeResult]:
-        reqs = [self._req(prompts.propose_messages(t.caption, t.k), t.seed) for t in tasks]
-        out = []
-        for t, res in zip(tasks, self.chat.chat(reqs)):
-            if res.error:
-                out.append(ProposeResult([], calls=1, error=res.error))
-            else:
-                out.append(ProposeResult(parse_objects(res.text, t.k), calls=1))
-        return out
+    role = "proposer"
 
-    def propose_groups(self, tasks: list[GroupProposeTask]) -> list[GroupProposeResult]:
-        reqs = [self._req(prompts.propose_group_messages(t.captions, t.k),
-                          t.seeds[0] if t.seeds else 0,
-                          max_tokens=self.max_tokens + 12 * len(t.captions) * t.k) for t in tasks]
-        out = []
-        for t, res in zip(tasks, self.chat.chat(reqs)):
-            if res.error:
-                out.append(GroupProposeResult([[] for _ in t.captions], calls=1, error=res.error))
-                continue
-            objs = parse_numbered(res.text, len(t.captions), t.k)
-            out.append(GroupProposeResult(objs or [[] for _ in t.captions], calls=1))
-        return out
+    @property
+    def one_call_per_caption(self) -> bool:
+        """No grouped prompt in the set: the runner asks per caption."""
+        return not self.prompts.grouped
 
+    def _messages(self, caption: str, k: int) -> list[dict]:
+        return self.prompts.propose(caption, k)
 
-class LLMRandomProposer(_ChatRole, Proposer):
-    """Rand-P1 with an LLM, as the paper's code does it: the released prompt ("Name a random
-    object.", no caption), one call per caption and candidate (``k`` calls with distinct
-    seeds for ``k`` candidates); the answer is cleaned like any proposal."""
+    def _parse(self, text, k: int) -> list[str]:
+        return self.prompts.parse_proposal(text, k)
 
-    one_call_per_caption = True  # nothing to share between an image's captions
-
-    def describe(self) -> dict:
-        return {**super().describe(), "prompt": "released Rand-P1: 'Name a random object.'"}
+    def _per_call(self) -> bool:
+        return self.prompts.one_call_per_candidate
 
     def propose(self, tasks: list[ProposeTask]) -> list[ProposeResult]:
+        """One call per caption asking for ``k`` objects, or, where the set asks for one
+        object per call (``released``), ``k`` calls with distinct seeds."""
+        per_call = self._per_call()
         reqs, owner = [], []
         for i, t in enumerate(tasks):
-            for j in range(max(1, t.k)):
-                reqs.append(self._req(prompts.random_object_messages(), t.seed + j))
+            for j in range(max(1, t.k) if per_call else 1):
+                reqs.append(self._req(self._messages(t.caption, t.k), t.seed + j))
                 owner.append(i)
         out = [ProposeResult([], calls=0) for _ in tasks]
         for i, res in zip(owner, self.chat.chat(reqs) if reqs else []):
@@ -77,14 +74,55 @@ class LLMRandomProposer(_ChatRole, Proposer):
             if res.error:
                 r.error = r.error or res.error
                 continue
-            for name in parse_objects(res.text, 1):
+            for name in self._parse(res.text, 1 if per_call else tasks[i].k):
                 if name not in r.objects:
                     r.objects.append(name)
         return out
 
+    def propose_groups(self, tasks: list[GroupProposeTask]) -> list[GroupProposeResult]:
+        if not self.prompts.grouped:
+            raise NegationClipError(
+                f"prompt set {self.prompts.name!r} proposes per caption (no grouped prompt): "
+                f"use --propose-per caption, or --prompts negationclip for grouped proposals")
+        reqs = [self._req(self.prompts.propose_group(t.captions, t.k),
+                          t.seeds[0] if t.seeds else 0,
+                          max_tokens=self.max_tokens + 12 * len(t.captions) * t.k) for t in tasks]
+        out = []
+        for t, res in zip(tasks, self.chat.chat(reqs)):
+            if res.error:
+                out.append(GroupProposeResult([[] for _ in t.captions], calls=1, error=res.error))
+                continue
+            objs = self.prompts.parse_group(res.text, len(t.captions), t.k)
+            out.append(GroupProposeResult(objs or [[] for _ in t.captions], calls=1))
+        return out
+
+
+class LLMRandomProposer(LLMProposer):
+    """Rand-P1 with an LLM, as the paper's code does it: the released prompt ("Name a random
+    object.", no caption), one call per caption and candidate (``k`` calls with distinct
+    seeds for ``k`` candidates); the answer is parsed by the prompt set's proposal rule."""
+
+    one_call_per_caption = True  # nothing to share between an image's captions
+
+    def describe(self) -> dict:
+        return {**super().describe(), "prompt": "released Rand-P1: 'Name a random object.'"}
+
+    def _messages(self, caption: str, k: int) -> list[dict]:
+        return self.prompts.random_object()
+
+    def _parse(self, text, k: int) -> list[str]:
+        return self.prompts.parse_random(text)
+
+    def _per_call(self) -> bool:
+        return True  # the prompt asks for one object, whatever the set
+
 
 class LLMVerifier(_ChatRole, Verifier):
+    role = "verifier"
     needs_pixels = True
+
+    def cache_name(self) -> str:
+        return f"{super().cache_name()}:{self.prompts.name}"  # answers to other words never mix
 
     def verify(self, tasks: list[VerifyTask]) -> list[VerifyResult]:
         from ...models.transform import open_image
@@ -100,46 +138,52 @@ class LLMVerifier(_ChatRole, Verifier):
             except NegationClipError as e:
                 results[i] = VerifyResult("image_missing", detail=str(e))
                 continue
-            reqs.append(self._req([{"role": "user", "content": prompts.verify_question(t.obj)}],
-                                  seed=0, image=img, max_tokens=min(self.max_tokens, 16)))
+            vp = self.prompts.verify(t.obj)
+            reqs.append(self._req(vp.messages, seed=0, image=img, image_first=vp.image_first,
+                                  prompt=vp.prompt))
             idx.append(i)
         for i, res in zip(idx, self.chat.chat(reqs) if reqs else []):
             if res.error:
                 results[i] = VerifyResult("error", calls=1, detail=res.error)
                 continue
-            ans = parse_yes_no(res.text)
+            ans = self.prompts.parse_verify(res.text)
             verdict = {"yes": "present", "no": "absent", None: "unparseable"}[ans]
             results[i] = VerifyResult(verdict, calls=1, detail=(res.text or "")[:80])
         return results  # type: ignore[return-value]
 
 
 class LLMRewriter(_ChatRole, Rewriter):
+    """P1 rewrites in the set's words; P2 and the affirmative twin, which the released code
+    has no prompt for, in ``negationclip``'s (``PromptSet.p2``/``affirm``)."""
+
+    role = "rewriter"
+
     def rewrite(self, tasks: list[RewriteTask]) -> list[RewriteResult]:
         reqs, owners = [], []
         for i, t in enumerate(tasks):
             if t.question is not None:
-                reqs.append(self._req(prompts.p2_messages(t.caption, t.question), t.seed))
+                reqs.append(self._req(self.prompts.p2(t.caption, t.question), t.seed))
             else:
-                reqs.append(self._req(prompts.rewrite_messages(t.caption, t.obj or ""), t.seed))
-            owners.append((i, "negated"))
+                reqs.append(self._req(self.prompts.rewrite(t.caption, t.obj or ""), t.seed))
+            owners.append((i, "negated", t.question is not None))
             if t.affirmed:
-                msgs = (prompts.p2_affirm_messages(t.caption, t.question) if t.question is not None
-                        else prompts.affirm_messages(t.caption, t.obj or ""))
+                msgs = (self.prompts.p2_affirm(t.caption, t.question) if t.question is not None
+                        else self.prompts.affirm(t.caption, t.obj or ""))
                 reqs.append(self._req(msgs, t.seed))
-                owners.append((i, "affirmed"))
+                owners.append((i, "affirmed", t.question is not None))
         out = [RewriteResult(None) for _ in tasks]
-        for (i, kind), res in zip(owners, self.chat.chat(reqs)):
+        for (i, kind, p2), res in zip(owners, self.chat.chat(reqs)):
             r = out[i]
             r.calls += 1
             if res.error:
                 if kind == "negated":
                     r.error = res.error
                 continue
-            neg, aff = parse_rewrite(res.text)
-            if kind == "negated":
-                r.negated = neg
-                if aff and r.affirmed is None:
-                    r.affirmed = aff
-            else:
-                r.affirmed = neg or aff
+            if kind == "affirmed":
+                r.affirmed = self.prompts.parse_affirm(res.text)
+                continue
+            neg, aff = (self.prompts.parse_p2 if p2 else self.prompts.parse_rewrite)(res.text)
+            r.negated = neg
+            if aff and r.affirmed is None:
+                r.affirmed = aff
         return out

@@ -170,8 +170,9 @@ class OpenAIChat(ChatBackend):
         msgs = [dict(m) for m in req.messages]
         if req.image is not None:
             last = msgs[-1]
-            last["content"] = [{"type": "text", "text": last["content"]},
-                               {"type": "image_url", "image_url": {"url": image_data_url(req.image)}}]
+            parts = [{"type": "text", "text": last["content"]},
+                     {"type": "image_url", "image_url": {"url": image_data_url(req.image)}}]
+            last["content"] = parts[::-1] if req.image_first else parts
         body = {"model": self.model, "messages": msgs, "max_tokens": req.max_tokens,
                 "temperature": req.temperature, "top_p": req.top_p}
         if self.send_seed:

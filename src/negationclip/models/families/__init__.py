@@ -49,8 +49,9 @@ def family_of(model) -> Family:
 
 
 def _load_builtin() -> None:
-    if not _REGISTRY:
-        from . import clip, siglip  # noqa: F401  (modules register themselves)
+    # every built-in module, always (importing is cached): one imported directly first (e.g.
+    # families.siglip for its tokenizer) must not leave the others unregistered
+    from . import clip, siglip  # noqa: F401  (modules register themselves)
 
 
 __all__ = ["Family", "family_for_model_type", "family_of", "get_family", "register", "registry"]

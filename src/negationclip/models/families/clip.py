@@ -29,6 +29,17 @@ class ClipFamily(Family):
     def embed_dim(self, model) -> int:
         return int(model.config.projection_dim)
 
+    def vision_tokens(self, model) -> int:
+        vc = model.config.vision_config
+        return (int(vc.image_size) // int(vc.patch_size)) ** 2 + 1  # patches + class token
+
+    def vision_embed(self, model, pixels):
+        vm = model.vision_model
+        return vm.pre_layrnorm(vm.embeddings(_pixels(pixels)))
+
+    def vision_head(self, model, hidden):
+        return model.visual_projection(model.vision_model.post_layernorm(hidden[:, 0, :]))
+
     def loss(self, model, image_emb, text_emb, *, extra_text_emb=None, extra_image_emb=None):
         from ...train.loss import contrastive_loss
         return contrastive_loss(image_emb, text_emb, model.logit_scale.exp().float(),

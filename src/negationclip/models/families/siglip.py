@@ -24,26 +24,56 @@ from . import register
 from .base import Family
 
 
+#: beside a saved tokenizer: how texts are cleaned and masked before it (open_clip-converted SigLIP)
+TOKENIZER_SETTINGS = "negationclip_tokenizer.json"
+
+
 class FixedLengthTokenizer:
     """A Hugging Face tokenizer that always pads to ``context_length`` (the tokenizer contract
     of ``ClipTokenizer``: ``__call__`` -> TokenBatch, ``save_pretrained``). Where the tokenizer
     returns no attention mask (SigLIP's), the model attends to every position, padding included,
-    as it was trained; the batch then carries an all-ones mask, which is the same thing."""
+    as it was trained; the batch then carries an all-ones mask, which is the same thing.
+
+    ``clean`` names an open_clip cleaning rule (``models.tokenizer.TEXT_CLEANERS``) applied to
+    each text first, and ``use_mask=False`` drops the tokenizer's mask: an open_clip SigLIP
+    tokenizes with ``clean="canonicalize"`` and its text tower attends to padding. Both are
+    saved beside the tokenizer (``negationclip_tokenizer.json``) so a reload tokenizes alike."""
 
     fixed_padding = True
 
-    def __init__(self, hf, context_length: int):
+    def __init__(self, hf, context_length: int, *, clean: str | None = None,
+                 use_mask: bool | None = None):
+        from ..tokenizer import TEXT_CLEANERS
+
         self.hf = hf
         self.context_length = int(context_length)
         self.pad_token_id = int(hf.pad_token_id if hf.pad_token_id is not None else 0)
-        self.uses_mask = "attention_mask" in getattr(hf, "model_input_names", ())
+        has_mask = "attention_mask" in getattr(hf, "model_input_names", ())
+        self.uses_mask = has_mask if use_mask is None else bool(use_mask and has_mask)
+        if clean is not None and clean not in TEXT_CLEANERS:
+            raise NegationClipError(f"unknown text cleaning rule {clean!r}; one of "
+                                    f"{', '.join(TEXT_CLEANERS)}")
+        self.clean = clean
+        self._clean = TEXT_CLEANERS[clean] if clean else (lambda t: t)
+
+    @classmethod
+    def from_folder(cls, hf, context_length: int, folder) -> "FixedLengthTokenizer":
+        """Wrap ``hf`` with the settings saved beside it in ``folder`` (if any)."""
+        f = os.path.join(str(folder), TOKENIZER_SETTINGS)
+        if not os.path.isfile(f):
+            return cls(hf, context_length)
+        from ...utils.io import load_json
+        st = load_json(f)
+        if not isinstance(st, dict):
+            raise NegationClipError(f"{f}: expected a JSON object")
+        return cls(hf, context_length, clean=st.get("clean"), use_mask=st.get("attention_mask"))
 
     @property
     def vocab_size(self) -> int:
         return len(self.hf)
 
     def encode(self, text: str) -> list[int]:
-        return self.hf(text, add_special_tokens=False)["input_ids"]
+        return self.hf(self._clean(text), add_special_tokens=False)["input_ids"]
 
     def __call__(self, texts: str | Sequence[str], *, padding: str = "max_length",
                  context_length: int | None = None):
@@ -52,14 +82,19 @@ class FixedLengthTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         ctx = context_length or self.context_length
-        enc = self.hf(list(texts), padding="max_length", truncation=True, max_length=ctx,
-                      return_tensors="pt", return_attention_mask=self.uses_mask)
+        enc = self.hf([self._clean(t) for t in texts], padding="max_length", truncation=True,
+                      max_length=ctx, return_tensors="pt", return_attention_mask=self.uses_mask)
         ids = enc["input_ids"].long()
         mask = enc["attention_mask"].long() if self.uses_mask else torch.ones_like(ids)
         return TokenBatch(ids, mask)
 
     def save_pretrained(self, folder) -> None:
         self.hf.save_pretrained(str(folder))
+        has_mask = "attention_mask" in getattr(self.hf, "model_input_names", ())
+        if self.clean is not None or self.uses_mask != has_mask:
+            from ...utils.io import atomic_write_json
+            atomic_write_json(os.path.join(str(folder), TOKENIZER_SETTINGS),
+                              {"clean": self.clean, "attention_mask": self.uses_mask})
 
 
 class ProcessorTransform:
@@ -127,9 +162,45 @@ class SiglipFamily(Family):
                 "image and text embeddings must share one space")
         return vis
 
+    def vision_tokens(self, model):
+        vc = model.config.vision_config
+        return (int(vc.image_size) // int(vc.patch_size)) ** 2  # no class token
+
+    def vision_embed(self, model, pixels):
+        return model.vision_model.embeddings(pixels["pixel_values"] if isinstance(pixels, dict)
+                                             else pixels)
+
+    def vision_head(self, model, hidden):
+        vm = model.vision_model
+        return vm.head(vm.post_layernorm(hidden))  # the attention-pool head pools
+
     def similarity(self, model, image_emb, text_emb):
         return (model.logit_scale.exp().float() * image_emb @ text_emb.T
                 + model.logit_bias.float())
+
+    pair_loss_kind = "sigmoid"
+
+    def logit_bias(self, model):
+        return model.logit_bias.float()
+
+    def choice_loss(self, scores, targets, scale, bias=None):
+        """Each (row, candidate) pair its own binary problem: sigmoid of ``scale * score + bias``,
+        positive where ``targets`` says, summed over pairs and divided by the rows."""
+        from ...train.loss import positive_mask, sigmoid_pairs_loss
+        if bias is None:
+            raise NegationClipError(f"{self.name}: the sigmoid loss needs the model's logit bias")
+        return sigmoid_pairs_loss(scale * scores + bias, positive_mask(targets, tuple(scores.shape)))
+
+    def two_way_loss(self, scores, row_targets, col_targets, scale, bias=None):
+        """A pair is one binary problem read either way: the column view adds nothing, so the
+        symmetric term is the pair loss once (``sigmoid_loss`` on a batch, as SigLIP)."""
+        from ...train.loss import positive_mask
+        rows = positive_mask(row_targets, tuple(scores.shape))
+        cols = positive_mask(col_targets, (scores.shape[1], scores.shape[0]))
+        if not torch.equal(rows, cols.t()):
+            raise NegationClipError(f"{self.name}: the row and column targets name different "
+                                    "positive pairs; a sigmoid loss has one label per pair")
+        return self.choice_loss(scores, row_targets, scale, bias)
 
     def loss(self, model, image_emb, text_emb, *, extra_text_emb=None, extra_image_emb=None):
         from ...train.loss import sigmoid_loss
@@ -170,7 +241,8 @@ class SiglipFamily(Family):
         if os.path.isfile(extra):
             from ...utils.io import load_json
             prov["saved_from"] = load_json(extra).get("provenance", {})
-        return ClipBundle(model, FixedLengthTokenizer(hf_tok, ctx), ProcessorTransform(proc), prov)
+        return ClipBundle(model, FixedLengthTokenizer.from_folder(hf_tok, ctx, source),
+                          ProcessorTransform(proc), prov)
 
     def save(self, bundle, folder) -> None:
         bundle.model.save_pretrained(str(folder), safe_serialization=True)
@@ -182,9 +254,12 @@ class Siglip2Family(SiglipFamily):
     name = "siglip2"
     model_types = ("siglip2",)
     model_class = "Siglip2Model"
+
+    def vision_tokens(self, model):
+        return None  # NaFlex: per-image patch masks; the whole tower runs when it trains
     swap_refusal = SiglipFamily.swap_refusal.replace("SigLIP", "SigLIP 2", 1)
 
 
 SIGLIP = register(SiglipFamily())
 SIGLIP2 = register(Siglip2Family())
-__all__ = ["FixedLengthTokenizer", "ProcessorTransform", "SIGLIP", "SIGLIP2", "_to_device"]
+__all__ = ["FixedLengthTokenizer", "TOKENIZER_SETTINGS", "ProcessorTransform", "SIGLIP", "SIGLIP2", "_to_device"]

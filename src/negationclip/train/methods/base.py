@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ...utils import NegationClipError
 from ..data import CaptionRecord, Example, build_examples
@@ -49,7 +50,7 @@ def vision_trainable(name: str, spec: str, depth: int) -> bool:
     """Is vision parameter ``name`` trained under ``--train-vision spec``?
 
     ``last-K`` trains the last K encoder layers, the post layer norm and the visual projection
-    (the head the frozen prefix feeds); ``all`` the whole tower.
+    or SigLIP's attention-pool head (what the frozen prefix feeds); ``all`` the whole tower.
     """
     kind, k = parse_train_vision(spec)
     if kind == "none":
@@ -58,7 +59,7 @@ def vision_trainable(name: str, spec: str, depth: int) -> bool:
         return True
     if k > depth:
         raise NegationClipError(f"train_vision last-{k}: the vision tower has only {depth} layers")
-    if name.startswith(("visual_projection.", "vision_model.post_layernorm.")):
+    if name.startswith(("visual_projection.", "vision_model.post_layernorm.", "vision_model.head.")):
         return True
     m = _LAYER.match(name)
     return bool(m and m.group(1) == "vision" and int(m.group(2)) >= depth - k)
@@ -101,6 +102,32 @@ class StepContext:
     #: the model family's image-text loss on local features (CLIP: contrastive_loss; SigLIP:
     #: sigmoid_loss with its bias): ``pair_loss(img, txt, extra_text_emb=, extra_image_emb=)``
     pair_loss: Callable[..., torch.Tensor] | None = None
+    #: the model family (``models.families``; None: CLIP) and its learned score bias (SigLIP),
+    #: the bias's gradient divided by the number of processes like ``logit_scale``'s
+    family: Any = None
+    logit_bias: torch.Tensor | None = None
+
+    def _family(self):
+        if self.family is None:
+            from ...models.families import get_family
+            return get_family("clip")
+        return self.family
+
+    def choice_loss(self, scores: torch.Tensor, targets: torch.Tensor,
+                    scale: torch.Tensor | float | None = None) -> torch.Tensor:
+        """The family's loss for rows of ``scores`` against their candidates (CLIP: softmax
+        cross-entropy; SigLIP: a sigmoid per pair with its bias); ``scale`` defaults to
+        ``logit_scale``. A method written with softmax terms calls this for each."""
+        return self._family().choice_loss(scores, targets, self.logit_scale if scale is None
+                                          else scale, self.logit_bias)
+
+    def two_way_loss(self, scores: torch.Tensor, row_targets: torch.Tensor,
+                     col_targets: torch.Tensor, scale: torch.Tensor | float | None = None
+                     ) -> torch.Tensor:
+        """The family's symmetric term on one pair matrix (CLIP: mean of both softmaxes;
+        SigLIP: the pair loss once)."""
+        return self._family().two_way_loss(scores, row_targets, col_targets, self.logit_scale
+                                           if scale is None else scale, self.logit_bias)
 
     def _gather(self, local: torch.Tensor, n: int) -> torch.Tensor:
         if self.world == 1:
@@ -133,6 +160,21 @@ class StepContext:
         return (loss * self.world if self.world > 1 else loss), value
 
 
+def scaled_logit_bias(model, family, world: int) -> torch.Tensor | None:
+    """The family's learned score bias (None for CLIP), its gradient divided by ``world``."""
+    from ..loss import _scale_grad
+    b = family.logit_bias(model)
+    if b is not None and world > 1 and b.requires_grad:
+        b = _scale_grad(b, 1.0 / world)
+    return b
+
+
+def softmax_choice(scale) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """CLIP's choice term (softmax cross-entropy of ``scale * scores``), for the loss functions'
+    defaults; in a run the family's comes from ``StepContext.choice_loss``."""
+    return lambda scores, targets: F.cross_entropy(scale * scores, targets)
+
+
 def scaled_logit_scale(model, world: int) -> torch.Tensor:
     """exp(logit_scale) whose gradient is divided by ``world`` (it is shared by all rows)."""
     from ..loss import _scale_grad
@@ -151,6 +193,9 @@ class Method:
     ``recipe``: ``TrainConfig`` field defaults of the released recipe (``recipe_config``).
     ``options``: the method's own knobs (``--method-option KEY=VALUE``) with their defaults.
     ``train_vision``: the released vision setting (``none``, ``all``, ``last-K``).
+    ``uses_instances``: the method reads ``--instances`` (COCO-format objects per image); for
+    the others a given file is ignored with a note (``negationclip compare`` passes one file
+    to every method).
     """
 
     name: str = ""
@@ -160,9 +205,19 @@ class Method:
     recipe: dict[str, Any] = {}
     options: dict[str, Any] = {}
     train_vision: str = "none"
-    #: model families the method is defined for (its loss is written for their scores);
-    #: NegationCLIP's objective goes through ``StepContext.pair_loss`` and takes every family
+    uses_instances: bool = False
+    #: model families the method is defined for: a method whose softmax terms go through
+    #: ``StepContext.choice_loss`` / ``two_way_loss`` (or ``pair_loss``) takes every family
     families: tuple[str, ...] = ("clip",)
+
+    def check_family(self, family) -> None:
+        """Refuse, before any work, a model family the method is not defined for."""
+        if family.name not in self.families:
+            from . import METHODS
+            raise NegationClipError(
+                f"method {self.name!r} is defined with CLIP's contrastive loss and is not "
+                f"available for a {family.name} model; methods for it: "
+                + ", ".join(n for n, m in METHODS.items() if family.name in m.families))
 
     # what learns (text side; the vision side follows --train-vision) --------------------
     def text_trainable(self, name: str, model, cfg) -> bool:
@@ -179,11 +234,12 @@ class Method:
     # data --------------------------------------------------------------------------------
     def check_records(self, records: Sequence[CaptionRecord], cfg) -> None:
         """Fail before any work when a needed field is absent from every record."""
-        for f in self.needs:
-            if records and not any(getattr(r, f, None) for r in records):
-                raise NegationClipError(
-                    f"method {self.name} needs the record field '{f}', which no record has; "
-                    + FIELD_HELP.get(f, ""))
+        missing = [f for f in self.needs if records and not any(getattr(r, f, None) for r in records)]
+        if missing:  # every missing field at once, each with how to make it
+            names = " and ".join(f"'{f}'" for f in missing)
+            raise NegationClipError(
+                f"method {self.name} needs the record field{'s' if len(missing) > 1 else ''} "
+                f"{names}, which no record has; " + "; ".join(FIELD_HELP.get(f, "") for f in missing))
 
     def build_rows(self, records: Sequence[CaptionRecord], *, image_root, cfg,
                    validation: bool = False) -> tuple[list[Example], Counter]:
@@ -277,4 +333,4 @@ def mentions(name: str, text: str) -> bool:
 
 
 __all__ = ["Method", "StepContext", "parse_train_vision", "vision_trainable", "text_layer",
-           "n_layers", "scaled_logit_scale", "present_objects", "mentions", "with_aux"]
+           "n_layers", "scaled_logit_scale", "scaled_logit_bias", "softmax_choice", "present_objects", "mentions", "with_aux"]

@@ -12,33 +12,43 @@ with those roles are: c = the negated caption ("X with no Y", true of I), n = it
 ("X with Y", false of I), D = the record's ``negative_image`` (the scene with Y put in, of which
 the affirmed caption is true) or, with --mine-negative-images, a training image showing Y.
 Commas are removed from n, as their dataset code does with the negative prompt.
+
+SigLIP: each cross-entropy term becomes the family's pair loss over the same rows and
+candidates (every (row, candidate) pair a sigmoid of ``scale * cos + bias``, +1 for the row's
+positive, -1 for the rest, divided by the rows): the false twin stays a negative of the image,
+the distractor a negative of the caption, and the distractor still matches the twin.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ...utils import NegationClipError
 from ..data import Example, build_examples
-from .base import FIELD_HELP, Method, StepContext
+from .base import FIELD_HELP, Method, StepContext, softmax_choice
 
 
 def conclip_loss(img: torch.Tensor, cap: torch.Tensor, neg: torch.Tensor, distractor: torch.Tensor,
-                 scale: torch.Tensor) -> torch.Tensor:
-    """The three-term loss on row-aligned [B, D] features (normalised here)."""
+                 scale: torch.Tensor | None = None, *,
+                 choice: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                 ) -> torch.Tensor:
+    """The three-term loss on row-aligned [B, D] features (normalised here). ``choice`` is the
+    family's term for rows of cosines against their candidates (``StepContext.choice_loss``);
+    the default is the released softmax cross-entropy of ``scale * cos``."""
+    choice = choice or softmax_choice(scale)
     img, cap, neg, distractor = (F.normalize(x, dim=-1) for x in (img, cap, neg, distractor))
     b = img.shape[0]
     labels = torch.arange(b, device=img.device)
     texts = torch.cat([cap, neg])
     texts_rev = torch.cat([neg, cap])
     images = torch.cat([img, distractor])
-    l1 = F.cross_entropy(scale * img @ texts.t(), labels)
-    l2 = F.cross_entropy(scale * cap @ images.t(), labels)
-    l3 = F.cross_entropy(scale * distractor @ texts_rev.t(), labels)
+    l1 = choice(img @ texts.t(), labels)
+    l2 = choice(cap @ images.t(), labels)
+    l3 = choice(distractor @ texts_rev.t(), labels)
     return (l1 + l2 + l3) / 3
 
 
@@ -60,6 +70,7 @@ def conclip_rows(records, *, image_root, cfg) -> tuple[list[Example], Counter]:
 
 class ConClip(Method):
     name = "conclip"
+    families = ("clip", "siglip", "siglip2")  # each softmax term -> the family's choice_loss
     summary = "three-way CE over captions, false twins and distractor images; text tower"
     source = "github:jaisidhsingh/CoN-CLIP src/training_utils/loss_functions.py"
     needs = ("negated", "affirmed")
@@ -91,5 +102,5 @@ class ConClip(Method):
         b = len(rows)
         feats = ctx.text([e.text for e in rows] + [e.hard_texts[0] for e in rows]).float()
         ims = ctx.image([e.image for e in rows] + [e.hard_image for e in rows]).float()
-        loss = conclip_loss(ims[:b], feats[:b], feats[b:], ims[b:], ctx.logit_scale)
+        loss = conclip_loss(ims[:b], feats[:b], feats[b:], ims[b:], choice=ctx.choice_loss)
         return ctx.finish(loss)

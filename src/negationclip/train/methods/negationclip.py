@@ -11,10 +11,11 @@ from typing import Sequence
 
 import torch
 
+from ...utils import NegationClipError
 from .. import distributed as D
 from ..data import Example, shard
 from ..loss import contrastive_loss, hard_negative_hinge, loss_value
-from .base import Method, StepContext
+from .base import FIELD_HELP, Method, StepContext
 
 
 class NegationClip(Method):
@@ -30,6 +31,14 @@ class NegationClip(Method):
         self.opts = self.resolve_options(options or {})
         self.use_hard_texts = False
         self.use_hard_images = False
+
+    def check_records(self, records, cfg) -> None:
+        super().check_records(records, cfg)
+        if records and cfg.mix in ("negated", "ratio") and not any(r.negated for r in records):
+            raise NegationClipError(
+                f"method {self.name} with --mix {cfg.mix} needs the record field 'negated', which "
+                f"no record has; {FIELD_HELP['negated']}; or train on the original captions "
+                "with --mix original")
 
     def setup(self, train: Sequence[Example], cfg) -> None:
         # collectives must match across processes: decide once, from the whole training set

@@ -13,6 +13,10 @@ depths), with three terms:
 image come from ``--instances`` (COCO-format) or the records' ``present_objects``.
 Weights and margin are this implementation's (the paper's values are not public in a form we
 could read); the recipe's lr / batch follow NegationCLIP's.
+
+SigLIP: the CoN-CLIP terms and the two-way absence term are the family's pair loss (a sigmoid
+per pair with the model's bias: negated caption +1, affirmed twin -1); the presence hinge stays
+on cosines (SigLIP's score is monotone in the cosine).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 
 from ...utils import NegationClipError
 from ..data import Example
-from .base import StepContext, mentions, present_objects, text_layer, with_aux
+from .base import StepContext, mentions, present_objects, softmax_choice, text_layer, with_aux
 from .conclip import ConClip, conclip_loss, conclip_rows
 
 
@@ -45,13 +49,16 @@ def presence_negation(negated: str, obj: str, present: Sequence[str], original: 
     return pat.sub(p, negated, count=1)
 
 
-def omni_loss(img, neg, aff, distractor, orig, pres, has_pres, scale, *, absence_weight=1.0,
-              presence_weight=1.0, margin=0.2):
-    """All [B, D] (``orig``/``pres`` rows where ``has_pres`` is False are ignored)."""
-    loss = conclip_loss(img, neg, aff, distractor, scale)
+def omni_loss(img, neg, aff, distractor, orig, pres, has_pres, scale=None, *, absence_weight=1.0,
+              presence_weight=1.0, margin=0.2, choice=None):
+    """All [B, D] (``orig``/``pres`` rows where ``has_pres`` is False are ignored). ``choice``:
+    the family's term (``StepContext.choice_loss``), default CLIP's softmax of ``scale * cos``;
+    the presence hinge is on cosines, which every family's score orders alike."""
+    choice = choice or softmax_choice(scale)
+    loss = conclip_loss(img, neg, aff, distractor, choice=choice)
     i, n, a = (F.normalize(x, dim=-1) for x in (img, neg, aff))
-    two = torch.stack([(i * n).sum(-1), (i * a).sum(-1)], dim=1) * scale
-    loss = loss + absence_weight * F.cross_entropy(
+    two = torch.stack([(i * n).sum(-1), (i * a).sum(-1)], dim=1)
+    loss = loss + absence_weight * choice(
         two, torch.zeros(i.shape[0], dtype=torch.long, device=i.device))
     if presence_weight and bool(has_pres.any()):
         o, p = F.normalize(orig, dim=-1), F.normalize(pres, dim=-1)
@@ -63,12 +70,14 @@ def omni_loss(img, neg, aff, distractor, orig, pres, has_pres, scale, *, absence
 
 class Omni(ConClip):
     name = "omni"
+    families = ("clip", "siglip", "siglip2")  # softmax terms -> the family's choice_loss
     summary = "CoN-CLIP loss + absence two-way CE + presence hinge; front text layers only"
     source = "arXiv 2603.29258 (no code released)"
     needs = ("negated", "affirmed", "original")
     recipe = dict(lr=1e-6, batch_size=512, epochs=15, train_logit_scale=False)
     options = {"absence_weight": 1.0, "presence_weight": 1.0, "margin": 0.2}
     train_vision = "none"
+    uses_instances = True
 
     def text_trainable(self, name, model, cfg) -> bool:
         from .base import n_layers
@@ -124,7 +133,7 @@ class Omni(ConClip):
         ims = ctx.image([e.image for e in rows] + [e.hard_image for e in rows]).float()
         o = self.opts
         loss = omni_loss(ims[:b], f[:b], f[b:2 * b], ims[b:], f[2 * b:3 * b], f[3 * b:],
-                         torch.tensor(has, device=f.device), ctx.logit_scale,
+                         torch.tensor(has, device=f.device),
                          absence_weight=o["absence_weight"], presence_weight=o["presence_weight"],
-                         margin=o["margin"])
+                         margin=o["margin"], choice=ctx.choice_loss)
         return ctx.finish(loss)

@@ -23,6 +23,10 @@ Choices (``--method-option``):
   not a substring of the anchor caption is used (the released code appends every such noun,
   which misaligns objects and captions after the first caption with two).
 Recipe: AdamW lr 5e-6, batch 128, 300 steps (train.py's total_steps), vision frozen.
+
+SigLIP: the two softmaxes become SigLIP's pair loss on the [B, 3B] image-text pairs (an image's
+three texts +1, every other text -1) with the model's own scale and bias instead of the fixed
+temperature; ``image_labels=released`` (random softmax targets) is refused for it.
 """
 
 from __future__ import annotations
@@ -32,14 +36,14 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ...utils import NegationClipError
 from ..data import Example, build_examples
-from .base import Method, StepContext, present_objects
+from .base import Method, StepContext, present_objects, softmax_choice
 
 TEMPERATURE = 0.07
 
@@ -100,27 +104,32 @@ def tng_texts(captions: Sequence[str], nearest: Sequence[int], vocab: Sequence[s
 
 
 def tng_loss(text_feats: torch.Tensor, img_feats: torch.Tensor, image_labels: str = "paper",
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """``text_feats`` [3B, D] (row i's texts at 3i..3i+2), ``img_feats`` [B, D]."""
+             generator: torch.Generator | None = None, *,
+             two_way: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+    """``text_feats`` [3B, D] (row i's texts at 3i..3i+2), ``img_feats`` [B, D]. ``two_way`` is
+    the family's symmetric term on the [B, 3B] cosines (``StepContext.two_way_loss``); the
+    default is the released one: the mean of both softmaxes at temperature 0.07."""
     txt = F.normalize(text_feats, dim=-1)
     img = F.normalize(img_feats, dim=-1)
     b = img.shape[0]
-    logits = txt @ img.t() / TEMPERATURE                      # [3B, B]
+    cos = img @ txt.t()                                       # [B, 3B]
     labels = torch.arange(b, device=img.device)
-    loss_txt = F.cross_entropy(logits, labels.repeat_interleave(3))
     if image_labels == "released":
-        perm = torch.randperm(3 * b, generator=generator)[:b].to(img.device)
-        loss_img = F.cross_entropy(logits.t(), perm)
-    else:
-        target = torch.zeros(b, 3 * b, device=img.device)
+        row = torch.randperm(3 * b, generator=generator)[:b].to(img.device)
+    else:  # each image's own three texts are its positives, 1/3 each
+        row = torch.zeros(b, 3 * b, device=img.device)
         for k in range(3):
-            target[labels, 3 * labels + k] = 1.0 / 3
-        loss_img = F.cross_entropy(logits.t(), target)
-    return (loss_img + loss_txt) / 2
+            row[labels, 3 * labels + k] = 1.0 / 3
+    col = labels.repeat_interleave(3)
+    if two_way is None:
+        choice = softmax_choice(1.0 / TEMPERATURE)
+        return (choice(cos, row) + choice(cos.t(), col)) / 2
+    return two_way(cos, row, col)
 
 
 class Tng(Method):
     name = "tng"
+    families = ("clip", "siglip", "siglip2")  # its symmetric term -> the family's two_way_loss
     summary = "negations written per batch from nearest-image nouns; text tower"
     source = "github:YuliangCai2022/TNG-CLIP util.py, train.py, TNGCLIP.py"
     needs = ("original",)
@@ -130,6 +139,7 @@ class Tng(Method):
                   freeze_final_layer_norm=False, train_logit_scale=False, mix="original")
     options = {"image_labels": "paper", "contrast_from": "nearest"}
     train_vision = "none"
+    uses_instances = True
 
     def __init__(self, options=None):
         self.opts = self.resolve_options(options or {})
@@ -138,6 +148,14 @@ class Tng(Method):
         if self.opts["contrast_from"] not in ("nearest", "reversed"):
             raise NegationClipError("method tng: contrast_from must be nearest or reversed")
         self.vocab: list[str] = []
+
+    def check_family(self, family) -> None:
+        super().check_family(family)
+        if family.pair_loss_kind != "softmax" and self.opts["image_labels"] == "released":
+            raise NegationClipError(
+                f"method tng: image_labels=released reproduces TNGCLIP.py's random softmax "
+                f"targets; a {family.name} model's sigmoid loss labels every pair itself (an "
+                "image's three texts +1, the rest -1): use image_labels=paper")
 
     def check_records(self, records, cfg) -> None:
         super().check_records(records, cfg)
@@ -171,4 +189,9 @@ class Tng(Method):
         gen = torch.Generator().manual_seed(random.Random(tag + ":perm").getrandbits(62))
         feats = ctx.text(texts).float()
         img_live = ctx.image([e.image for e in rows]).float()
-        return ctx.finish(tng_loss(feats, img_live, self.opts["image_labels"], gen))
+        # a softmax family keeps the released fixed temperature; a sigmoid score is calibrated
+        # by the model's own scale and bias (frozen in the recipe), which 0.07 without a bias
+        # would break
+        fixed = ctx._family().pair_loss_kind == "softmax"
+        two_way = functools.partial(ctx.two_way_loss, scale=1.0 / TEMPERATURE if fixed else None)
+        return ctx.finish(tng_loss(feats, img_live, self.opts["image_labels"], gen, two_way=two_way))

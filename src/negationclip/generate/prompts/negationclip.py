@@ -1,13 +1,21 @@
-"""The prompts of the LLM/MLLM backends (after the paper's: few-shot, one-word proposals,
-"Is there X in this image? Answer only with 'yes' or 'no'"). Any change to a prompt must
-bump PROMPT_VERSION: it is stored in every record, so data made with different prompts can
-be told apart."""
+"""The ``negationclip`` prompt set: this project's own wording (``--prompts negationclip``).
+
+After the paper's (few-shot, one-word proposals, "Is there X in this image? Answer only with
+'yes' or 'no'") but not the released code's words: instruction-style system turns with
+"Caption: ..." user turns, several candidates asked in one call, one grouped call for all
+captions of an image (``--propose-per image``), an article before the object in the
+verification question, and the robust parsers of ``parse.py`` (JSON, prefixes, sentences).
+It also holds the affirmative-twin and P2 prompts, which the released code does not have (every
+set uses them). Any change here must bump ``VERSION`` (stored in every record).
+"""
 
 from __future__ import annotations
 
-from .grammar import with_article
+from ..grammar import with_article
+from ..parse import parse_numbered, parse_objects, parse_rewrite, parse_yes_no
+from .base import PromptSet, VerifyPrompt
 
-PROMPT_VERSION = "v1"
+VERSION = "v1"
 
 PROPOSE_SYSTEM = (
     "You are given a caption of an image. Name an object that is NOT mentioned in the caption "
@@ -31,18 +39,6 @@ def propose_messages(caption: str, k: int = 1) -> list[dict]:
         msgs.append({"role": "assistant", "content": obj})
     msgs.append({"role": "user", "content": f"Caption: {caption}"})
     return msgs
-
-
-# Rand-P1 as the paper's code asks for it (NegationCLIP src/data_generation.py,
-# get_candidate_object with use_random=True): this exact system and user turn, one call per
-# caption, no caption in the prompt. Kept verbatim: it is what "Rand-P1" means.
-RANDOM_OBJECT_SYSTEM = "You are a helpful chatbot that answers with only one word."
-RANDOM_OBJECT_PROMPT = "Name a random object."
-
-
-def random_object_messages() -> list[dict]:
-    return [{"role": "system", "content": RANDOM_OBJECT_SYSTEM},
-            {"role": "user", "content": RANDOM_OBJECT_PROMPT}]
 
 
 GROUP_SYSTEM = (
@@ -135,3 +131,42 @@ def p2_messages(caption: str, question: str) -> list[dict]:
 def p2_affirm_messages(caption: str, question: str) -> list[dict]:
     return [{"role": "system", "content": P2_AFFIRM_SYSTEM},
             {"role": "user", "content": f"Caption: {caption}\nQuestion: {question}"}]
+
+
+class NegationClipPrompts(PromptSet):
+    name = "negationclip"
+    version = VERSION
+    description = ("this project's wording: instruction-style turns, k candidates in one call, "
+                   "grouped proposals per image, robust parsing")
+    max_tokens = {"proposer": 64, "verifier": 16, "rewriter": 64}
+    grouped = True
+    one_call_per_candidate = False
+
+    def tokens(self, role: str, requested: int | None) -> int:
+        if role == "verifier" and requested is not None:
+            return min(requested, self.max_tokens["verifier"])  # a yes/no needs no more
+        return super().tokens(role, requested)
+
+    def propose(self, caption: str, k: int = 1) -> list[dict]:
+        return propose_messages(caption, k)
+
+    def parse_proposal(self, text, k: int = 1) -> list[str]:
+        return parse_objects(text, k)
+
+    def propose_group(self, captions: list[str], k: int = 1) -> list[dict]:
+        return propose_group_messages(captions, k)
+
+    def parse_group(self, text, n: int, k: int = 1):
+        return parse_numbered(text, n, k)
+
+    def verify(self, obj: str) -> VerifyPrompt:
+        return VerifyPrompt([{"role": "user", "content": verify_question(obj)}])
+
+    def parse_verify(self, text):
+        return parse_yes_no(text)
+
+    def rewrite(self, caption: str, obj: str) -> list[dict]:
+        return rewrite_messages(caption, obj)
+
+    def parse_rewrite(self, text):
+        return parse_rewrite(text)
