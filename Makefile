@@ -36,7 +36,7 @@ test: setup browser
 
 # Every speed script (each: interleaved runs, median [min-max], fraction of the matmul peak,
 # load average; JSON in benchmarks/results/), then one table: benchmarks/results/summary.md.
-# More runs: make bench BENCH_ARGS="--runs 5". Sized for about 12 minutes on a quiet 2-core machine
+# More runs: make bench BENCH_ARGS="--runs 5". Sized for about 19 minutes on a quiet 2-core machine (each script run alone there, 2026-11-30)
 # (generate_throughput also runs its replica arms: 1 vs 4 servers, one killed, ~2 minutes).
 BENCHES := eval_speed encode_text train_speed generate_calls generate_throughput negworld_render train_scale
 BENCH_ARGS ?=
