@@ -21,6 +21,16 @@ RANDOM_OBJECT_SYSTEM = "You are a helpful chatbot that answers with only one wor
 RANDOM_OBJECT_PROMPT = "Name a random object."
 
 
+def few_shot(system: str, shots, user: str) -> list[dict]:
+    """A chat: the system turn, each (user, assistant) example pair, then the real user turn
+    (the shape of every few-shot prompt, released and ours)."""
+    msgs = [{"role": "system", "content": system}]
+    for u, a in shots:
+        msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+    msgs.append({"role": "user", "content": user})
+    return msgs
+
+
 @dataclass
 class VerifyPrompt:
     """A verification request: chat ``messages`` (the image goes into the last user turn,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..grammar import with_article
 from ..parse import parse_numbered, parse_objects, parse_rewrite, parse_yes_no
-from .base import PromptSet, VerifyPrompt
+from .base import PromptSet, VerifyPrompt, few_shot
 
 VERSION = "v1"
 
@@ -33,12 +33,8 @@ def propose_messages(caption: str, k: int = 1) -> list[dict]:
     sys_msg = PROPOSE_SYSTEM
     if k > 1:
         sys_msg += (f" Give {k} different objects, separated by commas.")
-    msgs = [{"role": "system", "content": sys_msg}]
-    for cap, obj in PROPOSE_SHOTS:
-        msgs.append({"role": "user", "content": f"Caption: {cap}"})
-        msgs.append({"role": "assistant", "content": obj})
-    msgs.append({"role": "user", "content": f"Caption: {caption}"})
-    return msgs
+    return few_shot(sys_msg, ((f"Caption: {cap}", obj) for cap, obj in PROPOSE_SHOTS),
+                    f"Caption: {caption}")
 
 
 GROUP_SYSTEM = (
@@ -85,21 +81,15 @@ AFFIRM_SHOTS = [
 
 
 def rewrite_messages(caption: str, obj: str) -> list[dict]:
-    msgs = [{"role": "system", "content": REWRITE_SYSTEM}]
-    for cap, o, out in REWRITE_SHOTS:
-        msgs.append({"role": "user", "content": f"Caption: {cap}\nAbsent object: {o}"})
-        msgs.append({"role": "assistant", "content": out})
-    msgs.append({"role": "user", "content": f"Caption: {caption}\nAbsent object: {obj}"})
-    return msgs
+    return few_shot(REWRITE_SYSTEM,
+                    ((f"Caption: {cap}\nAbsent object: {o}", out) for cap, o, out in REWRITE_SHOTS),
+                    f"Caption: {caption}\nAbsent object: {obj}")
 
 
 def affirm_messages(caption: str, obj: str) -> list[dict]:
-    msgs = [{"role": "system", "content": AFFIRM_SYSTEM}]
-    for cap, o, out in AFFIRM_SHOTS:
-        msgs.append({"role": "user", "content": f"Caption: {cap}\nObject: {o}"})
-        msgs.append({"role": "assistant", "content": out})
-    msgs.append({"role": "user", "content": f"Caption: {caption}\nObject: {obj}"})
-    return msgs
+    return few_shot(AFFIRM_SYSTEM,
+                    ((f"Caption: {cap}\nObject: {o}", out) for cap, o, out in AFFIRM_SHOTS),
+                    f"Caption: {caption}\nObject: {obj}")
 
 
 P2_SYSTEM = (
@@ -120,12 +110,9 @@ P2_AFFIRM_SYSTEM = (
 
 
 def p2_messages(caption: str, question: str) -> list[dict]:
-    msgs = [{"role": "system", "content": P2_SYSTEM}]
-    for cap, q, out in P2_SHOTS:
-        msgs.append({"role": "user", "content": f"Caption: {cap}\nQuestion: {q}\nAnswer: no"})
-        msgs.append({"role": "assistant", "content": out})
-    msgs.append({"role": "user", "content": f"Caption: {caption}\nQuestion: {question}\nAnswer: no"})
-    return msgs
+    return few_shot(P2_SYSTEM,
+                    ((f"Caption: {cap}\nQuestion: {q}\nAnswer: no", out) for cap, q, out in P2_SHOTS),
+                    f"Caption: {caption}\nQuestion: {question}\nAnswer: no")
 
 
 def p2_affirm_messages(caption: str, question: str) -> list[dict]:

@@ -26,7 +26,7 @@ The released code has no prompt for the affirmative twin or for P2; those come f
 from __future__ import annotations
 
 from ..parse import parse_released_object, parse_released_rewrite, parse_released_yes_no
-from .base import RANDOM_OBJECT_SYSTEM, PromptSet, VerifyPrompt
+from .base import RANDOM_OBJECT_SYSTEM, PromptSet, VerifyPrompt, few_shot
 
 VERSION = "released-v1"
 
@@ -74,12 +74,9 @@ class ReleasedPrompts(PromptSet):
         return parse_released_yes_no(text)
 
     def rewrite(self, caption: str, obj: str) -> list[dict]:
-        msgs = [{"role": "system", "content": REWRITE_SYSTEM}]
-        for cap, o, out in REWRITE_SHOTS:
-            msgs.append({"role": "user", "content": REWRITE_PROMPT.format(obj=o, caption=cap)})
-            msgs.append({"role": "assistant", "content": out})
-        msgs.append({"role": "user", "content": REWRITE_PROMPT.format(obj=obj, caption=caption)})
-        return msgs
+        return few_shot(REWRITE_SYSTEM, ((REWRITE_PROMPT.format(obj=o, caption=cap), out)
+                                         for cap, o, out in REWRITE_SHOTS),
+                        REWRITE_PROMPT.format(obj=obj, caption=caption))
 
     def parse_rewrite(self, text):
         return parse_released_rewrite(text), None
