@@ -65,16 +65,21 @@ def configure_trainable(model: torch.nn.Module, *, train_logit_scale: bool = Tru
     tower and shared scalars train, its vision tower is frozen); return what trains."""
     from ..models.families import family_of
 
+    _check_two_towers(model)
+    family = family_of(model)
+    return _apply(model, lambda n: is_trainable(
+        n, train_logit_scale=train_logit_scale, freeze_final_layer_norm=freeze_final_layer_norm,
+        family=family))
+
+
+def _check_two_towers(model: torch.nn.Module) -> None:
+    """The trainable rules name parameters by tower: refuse a model without both."""
     names = [n for n, _ in model.named_parameters()]
     if not any(n.startswith("text_model.") for n in names) or not any(
             n.startswith("vision_model.") for n in names):
         raise NegationClipError(
             f"expected a Hugging Face CLIPModel/SiglipModel (text_model + vision_model), got "
             f"{type(model).__name__}")
-    family = family_of(model)
-    return _apply(model, lambda n: is_trainable(
-        n, train_logit_scale=train_logit_scale, freeze_final_layer_norm=freeze_final_layer_norm,
-        family=family))
 
 
 def _apply(model: torch.nn.Module, rule, *extra) -> TrainableSummary:
@@ -99,12 +104,7 @@ def configure_method_trainable(model: torch.nn.Module, method, cfg, train_vision
     (``none`` | ``all`` | ``last-K``); return what trains."""
     from .methods.base import n_layers, vision_trainable
 
-    names = [n for n, _ in model.named_parameters()]
-    if not any(n.startswith("text_model.") for n in names) or not any(
-            n.startswith("vision_model.") for n in names):
-        raise NegationClipError(
-            f"expected a Hugging Face CLIPModel (text_model + vision_model), got "
-            f"{type(model).__name__}")
+    _check_two_towers(model)
     depth = n_layers(model, "vision")
     return _apply(model, lambda n: vision_trainable(n, train_vision, depth)
                   if n.startswith(FROZEN_ALWAYS) else method.text_trainable(n, model, cfg),
