@@ -148,6 +148,38 @@ def test_scene_negatives_put_the_negated_object_into_the_same_scene(world, tmp_p
         assert (a == b).mean() > 0.5
 
 
+def test_p2_existence_records_get_scene_negatives_without_overwriting_p1s(world, tmp_path):
+    from negationclip.data.negworld.counterfactual import add_scene_negatives, negated_object
+    from negationclip.generate import run_p1, run_p2
+    from negationclip.utils import read_jsonl
+
+    run_p1(world / "captions_train.json", tmp_path / "p1.jsonl", instances=world / "instances_train.json",
+           images=world / "images", progress=False)
+    run_p2(world / "vqa_questions_train.json", world / "vqa_annotations_train.json",
+           world / "captions_train.json", tmp_path / "p2.jsonl", progress=False)
+    add_scene_negatives(tmp_path / "p1.jsonl", world, tmp_path / "p1cf.jsonl", show_progress=False)
+    p1 = {r["negative_image"]: (world / "images" / r["negative_image"]).read_bytes()
+          for r in read_jsonl(tmp_path / "p1cf.jsonl")}
+    off = add_scene_negatives(tmp_path / "p2.jsonl", world, tmp_path / "p2off.jsonl",
+                              show_progress=False)
+    assert off["with_negative_image"] == 0  # by default P2 records get none
+    counts = add_scene_negatives(tmp_path / "p2.jsonl", world, tmp_path / "p2cf.jsonl",
+                                 questions=True, show_progress=False)
+    recs = read_jsonl(tmp_path / "p2cf.jsonl")
+    exists = [r for r in recs if r["question"].lower().startswith(("is there", "are there"))]
+    others = [r for r in recs if r not in exists]
+    assert exists and others
+    # an existence question names the shape ("Is there a hexagon ...?" -> hexagon)
+    for r in exists:
+        shape = negated_object(r, questions=True)
+        assert shape and shape in r["question"] and r.get("negative_image")
+    assert not any(r.get("negative_image") for r in others)  # attributes: no shape to put in
+    assert counts["with_negative_image"] == len(exists) and counts["no_object"] == len(others)
+    # one folder for both files: P2's images have their own names, P1's are untouched
+    assert not set(p1) & {r["negative_image"] for r in exists}
+    assert all((world / "images" / k).read_bytes() == v for k, v in p1.items())
+
+
 def test_demo_compare_flag_reaches_the_config(monkeypatch, tmp_path):
     import negationclip.demo as demo
 

@@ -22,6 +22,7 @@ from ...utils.progress import progress
 from .export import load_scenes
 from .render import encode_png, render
 from .scenes import replace_object
+from .vocab import CATEGORIES
 
 CF_DIR = "images_cf"
 
@@ -30,15 +31,32 @@ def _mentioned(category: str, text: str) -> bool:
     return re.search(rf"\b{re.escape(category)}(?:s|es)?\b", text, re.IGNORECASE) is not None
 
 
+_EXISTS = re.compile(r"^\s*(?:is|are) there\b", re.IGNORECASE)
+
+
+def negated_object(record: dict, questions: bool = False) -> str | None:
+    """The shape a record negates: its ``object`` (P1), or with ``questions`` for a P2 record
+    the one shape named by its existence question ("Is there a hexagon ...?" answered no)."""
+    obj = record.get("object") or None
+    if obj:
+        return str(obj)
+    q = str(record.get("question") or "") if questions else ""
+    if not _EXISTS.match(q):
+        return None
+    named = [c for c in CATEGORIES if _mentioned(c, q)]
+    return named[0] if len(named) == 1 else None
+
+
 def add_scene_negatives(records: str | os.PathLike, world_root: str | os.PathLike,
-                        out: str | os.PathLike, *, seed: int = 0,
+                        out: str | os.PathLike, *, seed: int = 0, questions: bool = False,
                         show_progress: bool = True) -> dict:
     """Copy generation records to ``out``, adding ``negative_image`` where one can be drawn.
 
     Images go to ``<world_root>/images_cf/`` and ``negative_image`` is relative to the world's
-    image folder (``../images_cf/cf_<record id>.png``), like ``image_file``. Records without
-    an ``object`` (P2 attribute negations) or whose image is not a NegWorld scene are copied
-    unchanged. Returns counts.
+    image folder (``../images_cf/cf_<records file stem>_<row>.png``), like ``image_file``.
+    ``questions``: P2 records take the shape of their existence question (off by default: on
+    the demo's recipe it did not help, see the README). Records negating no shape (P2
+    attribute negations) or whose image is not a NegWorld scene are copied unchanged. Returns counts.
     """
     root = Path(world_root)
     scenes = load_scenes(root / "scenes.json")
@@ -48,6 +66,7 @@ def add_scene_negatives(records: str | os.PathLike, world_root: str | os.PathLik
     if not recs:
         raise NegationClipError(f"{records}: no records")
     rng = random.Random(f"scene-negatives/{seed}")
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", Path(records).stem).strip("-") or "records"
     counts = {"records": len(recs), "with_negative_image": 0, "no_object": 0, "no_scene": 0,
               "no_slot": 0}
     tmp = Path(str(out) + ".tmp")
@@ -55,7 +74,7 @@ def add_scene_negatives(records: str | os.PathLike, world_root: str | os.PathLik
     with JsonlWriter(tmp, append=False, fsync=False) as w:
         for n, r in enumerate(progress(recs, desc="scene negatives", unit="rec",
                                        disable=None if show_progress else True)):
-            obj = r.get("object") or None
+            obj = negated_object(r, questions)
             scene = scenes.get(str(r.get("image_file") or r.get("image") or ""))
             if not obj:
                 counts["no_object"] += 1
@@ -70,7 +89,9 @@ def add_scene_negatives(records: str | os.PathLike, world_root: str | os.PathLik
                     counts["no_slot"] += 1
                 else:
                     foil = replace_object(scene, rng.choice(slots), obj, scene.id)
-                    name = f"cf_{n:07d}.png"
+                    # named by records file and row: several files (P1, Rand-P1, P2) share
+                    # one folder, and a file made again gets the same names
+                    name = f"cf_{stem}_{n:07d}.png"
                     (cf_dir / name).write_bytes(encode_png(render(foil)))
                     r = dict(r, negative_image=f"../{CF_DIR}/{name}")
                     counts["with_negative_image"] += 1
