@@ -226,3 +226,30 @@ def test_targets_are_issue_13s_and_the_recipe_paragraph_follows_the_config():
     assert "crop" in text and "presence negation" in text
     c["scene_records"] = ""
     assert "--scene-records none" in recipe_paragraph(c) and "crop" not in recipe_paragraph(c)
+    c.update(scene_records="parts,absence,presence", scene_presence_fraction=0.5,
+             train_vision="none")
+    text = recipe_paragraph(c)
+    assert "for 50% of the scenes" in text and "Text tower only" in text
+    c["train_vision"] = "last-1"
+    assert "--train-vision last-1" in recipe_paragraph(c)
+    assert "Text tower only" not in recipe_paragraph(c)
+
+
+def test_demo_options_reach_the_config(monkeypatch, tmp_path, capsys):
+    import negationclip.demo as demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda cfg: seen.setdefault("cfg", cfg))
+    assert main(["demo", "--out", str(tmp_path / "d"), "--scene-records", "parts,existence",
+                 "--presence-fraction", "0.25", "--train-vision", "last-2"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.scene_records, cfg.scene_presence_fraction, cfg.train_vision) == \
+        ("parts,absence,presence", 0.25, "last-2")
+    seen.clear()
+    assert main(["demo", "--out", str(tmp_path / "e"), "--scene-records", "none"]) == 0
+    assert seen["cfg"].scene_records == ""
+    for bad in (["--scene-records", "parts,colour"], ["--presence-fraction", "1.5"],
+                ["--train-vision", "first-1"]):
+        capsys.readouterr()
+        assert main(["demo", "--out", str(tmp_path / "f"), *bad]) == 2
+        assert "error:" in capsys.readouterr().err

@@ -94,6 +94,10 @@ class DemoConfig:
     # image->text R@1; see the README's demo section)
     scene_records: str = ""
     scene_records_limit: int | None = 4000  # at most this many train scenes (None: all)
+    scene_presence_fraction: float = 1.0  # presence-negation records for this share of scenes
+    # what of the vision tower trains besides the text tower: "none" (the paper) or "last-K"
+    # (the last K layers, post layer norm and projection; see train --train-vision)
+    train_vision: str = "none"
     hard_negative_margin: float | None = 0.2
     hard_negative_weight: float = 50.0  # the margin term must outweigh the in-batch softmax
     max_grad_norm: float | None = None
@@ -274,11 +278,14 @@ def scene_graph_records(world, path: Path, cfg: DemoConfig) -> dict:
     """NegWorld's scene-graph records (``cfg.scene_records`` kinds) from the train scenes."""
     from .data.negworld.scene_records import write_scene_records
 
-    kinds = tuple(k.strip() for k in cfg.scene_records.split(",") if k.strip())
+    from .data.negworld.scene_records import parse_kinds
+
+    kinds = parse_kinds(cfg.scene_records)
     limit = cfg.scene_records_limit
     if cfg.quick:
         limit = min(limit or cfg.quick_images, cfg.quick_images // 2)
     counts = write_scene_records(world.root, path, kinds=kinds, seed=cfg.seed, limit=limit,
+                                 presence_fraction=cfg.scene_presence_fraction,
                                  show_progress=False)
     print(f"      scene graph: " + ", ".join(f"{k} {counts[k]}" for k in kinds)
           + f" records from {counts['scenes']} train scenes")
@@ -301,6 +308,7 @@ def train_config(cfg: DemoConfig):
                               hard_negative_margin=cfg.hard_negative_margin,
                               hard_negative_weight=cfg.hard_negative_weight,
                               mine_negative_images=cfg.mine_negative_images,
+                              train_vision=cfg.train_vision,
                               val_fraction=cfg.val_fraction, seed=cfg.seed, device="cpu",
                               checkpoint_every_steps=max(50, cfg.finetune_steps() // 2))
 
@@ -314,6 +322,15 @@ def run_finetune(base_dir: Path, data: list[Path], world, out: Path, cfg: DemoCo
     bundle = load_clip(base_dir, act=cfg.act)
     return finetune(bundle, [str(p) for p in data], train_config(cfg), out,
                     image_root=world.images_dir, inplace=True, cache=cache, verbose=True)
+
+
+def tuned_part(cfg: DemoConfig) -> str:
+    """What fine-tuning changes, in words."""
+    if cfg.train_vision in ("none", "", None):
+        return "the text encoder"
+    k = cfg.train_vision.split("-", 1)[1] if cfg.train_vision.startswith("last-") else None
+    return ("the text encoder and the whole vision tower" if k is None else
+            f"the text encoder and the last {k} vision layer{'s' if k != '1' else ''}")
 
 
 def text_tower_changed(a, b) -> float:
@@ -442,23 +459,36 @@ def targets(before: dict, after: dict) -> dict[str, dict]:
     return {k: {"target": a, "met": bool(b)} for k, (a, b) in t.items()}
 
 
+_KIND_TEXT = {
+    "parts": "negations of one property of one object on its crop, against the same crop with "
+             "the property given to it",
+    "absence": "\"there are no Ys\" against the scene with Y put in",
+    "presence": "presence negation: \"there is no X\" for a shown X as a false text",
+}
+
+
 def recipe_paragraph(c: dict) -> str:
     """One paragraph: which fine-tuning recipe this run used and why it is the demo's."""
+    from .data.negworld.scene_records import parse_kinds
+
     f = c["finetune"]
-    kinds = [k.strip() for k in (c.get("scene_records") or "").split(",") if k.strip()]
-    text = (f"Text tower only (the vision tower frozen, as in the paper), CLIP's contrastive loss "
+    kinds = parse_kinds(c.get("scene_records") or "")
+    vision = c.get("train_vision") or "none"
+    who = ("Text tower only (the vision tower frozen, as in the paper)" if vision == "none" else
+           f"The text tower and the vision tower's `{vision}` (`--train-vision {vision}`: the "
+           f"earlier vision layers frozen, their output computed once)")
+    text = (f"{who}, CLIP's contrastive loss "
             f"on P1 + P2 negated captions with {f['original_ratio']:.0%} original captions mixed in, "
             f"{f['max_steps']} steps of batch {f['batch_size']} at a constant lr {f['lr']}; every "
             f"negated caption also has a negative image (the same scene with the negated object "
             f"put in) and a hinge (margin {f['hard_negative_margin']}, weight "
             f"{f['hard_negative_weight']}) asking the text to prefer its own image.")
     if kinds:
+        frac = c.get("scene_presence_fraction", 1.0)
         text += (" Added: NegWorld's scene-graph records ("
-                 + " and ".join({"parts": "negations of one property of one object on its crop, "
-                                          "against the same crop with the property given to it",
-                                 "existence": "\"there are no Ys\" against the scene with Y put "
-                                              "in, and presence negation: \"there is no X\" "
-                                              "for a shown X as a false text"}[k] for k in kinds)
+                 + "; ".join(_KIND_TEXT[k] + (f", for {frac:.0%} of the scenes"
+                                              if k == "presence" and frac < 1 else "")
+                             for k in kinds)
                  + "). Why: scene captions never negate a property of one object, so P1 + P2 "
                  "alone leave NegRef (crops, \"the square without a dot\") below chance, and "
                  "they never state existence; minimal twins teach exactly the contrast each "
@@ -466,6 +496,10 @@ def recipe_paragraph(c: dict) -> str:
                  "They need the scene graph: on real data use P1 + P2 (`--scene-records none`).")
     else:
         text += " No scene-graph records (`--scene-records none`): P1 + P2 only, as in the paper."
+    if vision != "none":
+        text += (" Why the vision layer: with the tower frozen, the best text-only rule reaches "
+                 "the ceiling measured by `negationclip ceiling`; training the last layer lets "
+                 "the image side separate scenes that differ in one object.")
     return text
 
 
@@ -494,7 +528,10 @@ def report_markdown(rep: dict) -> str:
         "3. **Generation** with the offline `rules` backends (no LLM): "
         + ", ".join(f"{k}: {v['records']} records" for k, v in d["generation"].items()
                     if k != "scene_negatives") + ".",
-        f"4. **Fine-tuning** of the text encoder only (vision tower frozen): {c['finetune']['max_steps']} "
+        f"4. **Fine-tuning** of "
+        + ("the text encoder only (vision tower frozen)" if (c.get("train_vision") or "none") == "none"
+           else f"the text encoder and the vision tower's `{c['train_vision']}`")
+        + f": {c['finetune']['max_steps']} "
         f"steps, batch {c['finetune']['batch_size']}, lr {c['finetune']['lr']}, mix "
         f"`{c['finetune']['mix']}`, hard negatives `{c['finetune']['hard_negatives']}`"
         + (f" with margin {c['finetune']['hard_negative_margin']}" if c['finetune']['hard_negative_margin'] else "")
@@ -596,11 +633,11 @@ def run_demo(cfg: DemoConfig) -> dict:
             print(f"      {which}: {gen[which]['records']} records")
         if cfg.scene_records:
             s = scene_graph_records(world, gen_dir / "scene-graph.jsonl", cfg)
-            gen["scene-graph"] = {"records": sum(s.get(k, 0) for k in ("parts", "existence")),
+            gen["scene-graph"] = {"records": sum(s.get(k, 0) for k in ("parts", "absence", "presence")),
                                   "summary": s}
 
     data_name = "P1 + P2" + (" + scene-graph records" if cfg.scene_records else "")
-    with stage(f"fine-tuning the text encoder on {data_name}"):
+    with stage(f"fine-tuning {tuned_part(cfg)} on {data_name}"):
         train_files = [gen_dir / "p1.jsonl", gen_dir / "p2.jsonl"]
         if cfg.scene_negatives:
             train_files = [scene_negatives(world, f, cfg.seed, gen) for f in train_files]

@@ -107,6 +107,31 @@ def test_cli_writes_records_and_refuses_unknown_kinds(world, tmp_path, capsys):
     assert "unknown kind" in capsys.readouterr().err
 
 
+def test_kinds_split_and_presence_fraction_keeps_the_other_records(world, tmp_path, capsys):
+    from negationclip.data.negworld.scene_records import parse_kinds
+    from negationclip.utils import NegationClipError
+
+    assert parse_kinds("parts, existence") == ("parts", "absence", "presence")
+    assert parse_kinds("absence,existence") == ("absence", "presence")
+    with pytest.raises(NegationClipError, match="unknown kind 'colour'"):
+        parse_kinds("parts,colour")
+    root, _, recs, _ = world  # seed 1, every kind, every presence record
+    assert main(["world", "records", "--world", str(root), "--out", str(tmp_path / "h.jsonl"),
+                 "--seed", "1", "--presence-fraction", "0.5"]) == 0
+    half = read_jsonl(tmp_path / "h.jsonl")
+    key = lambda r: r["id"]
+    pres = [r for r in recs if r["kind"] == "presence-negation"]
+    pres_half = [r for r in half if r["kind"] == "presence-negation"]
+    assert 0.25 * len(pres) < len(pres_half) < 0.75 * len(pres)
+    assert all(r in pres for r in pres_half)  # a subset, record for record
+    assert sorted((r for r in half if r["kind"] != "presence-negation"), key=key) == \
+        sorted((r for r in recs if r["kind"] != "presence-negation"), key=key)
+    assert main(["world", "records", "--world", str(root), "--out", str(tmp_path / "a.jsonl"),
+                 "--kinds", "absence", "--limit", "10"]) == 0
+    assert {r["kind"] for r in read_jsonl(tmp_path / "a.jsonl")} == {"absence"}
+    capsys.readouterr()
+
+
 @pytest.mark.timeout(120)
 def test_records_train_through_the_loop(world, tmp_path):
     """Crop keys load as crops (the cache and the loader agree), negative texts reach the

@@ -39,8 +39,15 @@ def _add_demo(sub) -> None:
     add_act_option(p, what="--base (default: its config.json)")
     p.add_argument("--steps", type=positive_int, default=None, help="fine-tuning steps (default: the recipe's)")
     p.add_argument("--scene-records", default=None, metavar="KINDS",
-                   help="NegWorld scene-graph records added to P1 + P2: 'parts,existence', "
-                        "'parts', 'existence', or 'none' (P1 + P2 only, the default)")
+                   help="NegWorld scene-graph records added to P1 + P2, comma-separated: parts, "
+                        "absence, presence (existence = absence,presence), or 'none' (P1 + P2 "
+                        "only). Default: the recipe's")
+    p.add_argument("--presence-fraction", type=float, default=None, metavar="F",
+                   help="presence-negation records for this share of the scenes (0-1; default: "
+                        "the recipe's)")
+    p.add_argument("--train-vision", default=None, metavar="none|last-K|all",
+                   help="what of the vision tower trains with the text tower (default: the "
+                        "recipe's); 'none' is the paper's text-only fine-tuning")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="fine-tuning batch size (default: the recipe's)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
@@ -54,12 +61,23 @@ def _cmd_demo(args) -> int:
     cfg = DemoConfig(out=args.out, quick=args.quick, ablation=args.ablation, compare=args.compare,
                      seed=args.seed, base=args.base, threads=args.threads, act=args.act)
     if args.scene_records is not None:
+        from ..data.negworld.scene_records import parse_kinds
+
         kinds = "" if args.scene_records.strip().lower() == "none" else args.scene_records
-        bad = sorted({k.strip() for k in kinds.split(",") if k.strip()} - {"parts", "existence"})
-        if bad:
-            raise NegationClipError(f"demo: --scene-records: unknown kind(s) {bad}; choose "
-                                    f"parts, existence or none")
-        cfg.scene_records = kinds
+        try:
+            cfg.scene_records = ",".join(parse_kinds(kinds))
+        except NegationClipError as e:
+            raise NegationClipError(f"demo: --scene-records: {e} (or none)") from None
+    if args.presence_fraction is not None:
+        if not 0.0 <= args.presence_fraction <= 1.0:
+            raise NegationClipError(f"demo: --presence-fraction must be in [0, 1], got "
+                                    f"{args.presence_fraction}")
+        cfg.scene_presence_fraction = args.presence_fraction
+    if args.train_vision is not None:
+        from ..train.methods.base import parse_train_vision
+
+        parse_train_vision(args.train_vision)  # a clear error before any work
+        cfg.train_vision = args.train_vision
     if args.batch_size is not None:
         if args.quick:
             cfg.quick_batch_size = args.batch_size

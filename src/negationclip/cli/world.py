@@ -173,14 +173,15 @@ def _cmd_world_pretrain(args) -> int:
 
 
 def _add_world_records(wsub) -> None:
-    p = _parser(wsub, "records", "training records read off NegWorld's scene graphs (parts, existence)",
+    p = _parser(wsub, "records", "training records read off NegWorld's scene graphs (parts, absence, presence)",
                 "Write fine-tuning records (the generation JSONL layout) that only a scene graph "
                 "can make true, from the train scenes of an export: 'parts' negates one property "
                 "of one object on its crop (\"the square without a dot\", \"the star that is not "
                 "orange\"; image_file is a crop key file.png#x,y,w,h, negative_image the same crop "
-                "with the property given to the object, re-rendered); 'existence' writes \"there "
-                "are no Ys\" (negative_image: the scene with Y put in) and presence negation "
-                "(\"there is an X\" for a shown X, with \"there is no X\" in negative_texts). "
+                "with the property given to the object, re-rendered); 'absence' writes \"there "
+                "are no Ys\" (negative_image: the scene with Y put in); 'presence' writes "
+                "presence negation (\"there is an X\" for a shown X, with \"there is no X\" in "
+                "negative_texts); 'existence' is both. "
                 "Counterfactual images go to <world>/images_sg/. Pass the file to `negationclip "
                 "train` with --images <world>/images, beside P1/P2 records. NegWorld only: real "
                 "COCO instances have no parts or attributes to negate.",
@@ -190,7 +191,9 @@ def _add_world_records(wsub) -> None:
     p.add_argument("--world", required=True, help="a NegWorld export folder")
     p.add_argument("--out", required=True, help="output JSONL file")
     p.add_argument("--kinds", default="parts,existence",
-                   help="comma-separated: parts, existence (default both)")
+                   help="comma-separated: parts, absence, presence; existence = absence,presence")
+    p.add_argument("--presence-fraction", type=float, default=1.0,
+                   help="presence-negation records for this seeded share of the scenes (0-1)")
     p.add_argument("--limit", type=positive_int, default=None, help="at most this many train scenes (seeded sample)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of phrasings and twins")
     p.set_defaults(func=_cmd_world_records)
@@ -202,8 +205,11 @@ def _cmd_world_records(args) -> int:
     from ..data.negworld.scene_records import write_scene_records
 
     check_output(args.out, kind="file")
-    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    counts = write_scene_records(args.world, args.out, kinds=kinds, seed=args.seed, limit=args.limit)
+    from ..data.negworld.scene_records import parse_kinds
+
+    counts = write_scene_records(args.world, args.out, kinds=parse_kinds(args.kinds),
+                                 seed=args.seed, limit=args.limit,
+                                 presence_fraction=args.presence_fraction)
     print(json.dumps(counts, indent=2))
     print(f"wrote {args.out}")
     return 0

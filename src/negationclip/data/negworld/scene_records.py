@@ -36,7 +36,22 @@ from .scenes import Obj, Scene, WorldConfig, plausible_absent, scene_rng
 from .vocab import COLORS, PARTS, article, plural
 
 SG_DIR = "images_sg"
-KINDS = ("parts", "existence")
+KINDS = ("parts", "absence", "presence")
+ALIASES = {"existence": ("absence", "presence")}  # the two existence kinds together
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """``"parts,existence"`` -> ``("parts", "absence", "presence")``; unknown kinds are an
+    error naming the known ones."""
+    out: list[str] = []
+    for k in (w.strip().lower() for w in text.split(",")):
+        if not k:
+            continue
+        if k not in KINDS and k not in ALIASES:
+            raise NegationClipError(f"scene records: unknown kind {k!r}; choose from "
+                                    f"{', '.join(KINDS + tuple(ALIASES))}")
+        out += ALIASES.get(k, (k,))
+    return tuple(dict.fromkeys(out))
 
 _PART_TEXT = {"dot": ("a dot", "dot"), "border": ("a black border", "border")}
 _NEG_PART = ("the {d} without {part}", "the {d} with no {noun}", "{a_d} that has no {noun}",
@@ -110,15 +125,20 @@ def _sentence_kw(cat: str, t: str) -> dict:
 
 def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *,
                         kinds: tuple[str, ...] = KINDS, seed: int = 0, split: str = "train",
-                        limit: int | None = None, show_progress: bool = True) -> dict:
+                        limit: int | None = None, presence_fraction: float = 1.0,
+                        show_progress: bool = True) -> dict:
     """Write ``kinds`` records for the ``split`` scenes of a NegWorld export to ``out`` (JSONL,
-    the generation layout plus ``negative_texts``); returns counts per kind.
+    the generation layout plus ``negative_texts``); returns counts per kind (``existence``:
+    absence + presence).
 
     ``limit``: at most this many scenes (seeded sample), to bound rendering time.
+    ``presence_fraction``: presence-negation records for this seeded share of the scenes only
+    (the other records are the same whatever it is).
     """
-    bad = sorted(set(kinds) - set(KINDS))
-    if bad:
-        raise NegationClipError(f"scene records: unknown kind(s) {bad}; choose from {KINDS}")
+    kinds = parse_kinds(",".join(kinds))
+    if not 0.0 <= presence_fraction <= 1.0:
+        raise NegationClipError(f"scene records: presence_fraction must be in [0, 1], "
+                                f"got {presence_fraction}")
     root = Path(world_root)
     scenes = [s for s in load_scenes(root / "scenes.json").values()
               if s.role == "scene" and s.split == split]
@@ -133,6 +153,7 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
     sg = root / SG_DIR
     sg.mkdir(exist_ok=True)
     counts = {"scenes": len(scenes), **{k: 0 for k in kinds}, "images_rendered": 0}
+    existence = "absence" in kinds or "presence" in kinds
     tmp = Path(str(out) + ".tmp")
     tmp.unlink(missing_ok=True)
 
@@ -161,10 +182,10 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
                              "negated_property": f"{kind}:{value}",
                              "negative_image": crop_key(neg, negref_box(twin, wcfg, s.width))})
                     counts["parts"] += 1
-            if "existence" in kinds:
+            if existence:
                 t = rng.choice(_TAILS)
                 cat = plausible_absent(s, rng)
-                if cat is not None:
+                if cat is not None and "absence" in kinds:
                     k = rng.randrange(len(s.objects))
                     objs = list(s.objects)
                     objs[k] = replace(objs[k], category=cat)
@@ -177,18 +198,24 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
                              "affirmed": _ABSENT_AFF[i].format(**kw),
                              "negative_texts": [_ABSENT_AFF[i].format(**kw)],
                              "negative_image": neg})
-                    counts["existence"] += 1
+                    counts["absence"] += 1
+                if "presence" not in kinds:
+                    continue
                 shown = rng.choice(sorted(s.categories()))
                 kw = _sentence_kw(shown, rng.choice(_TAILS))
                 i = rng.randrange(len(_PRESENT))
                 pos = _PRESENT[i].format(**kw) if s.count(shown) > 1 or i != 1 else \
                     _PRESENT[0].format(**kw)
+                if random.Random(f"presence/{seed}/{s.id}").random() >= presence_fraction:
+                    continue
                 w.write({**base, "id": f"SG:{s.id}:present", "kind": "presence-negation",
                          "image_file": s.file_name, "negated": pos,
                          "negative_texts": [_PRESENT_NEG[i].format(**kw)],
                          "present_objects": sorted(s.categories())})
-                counts["existence"] += 1
+                counts["presence"] += 1
     os.replace(tmp, out)
+    if existence:
+        counts["existence"] = counts.get("absence", 0) + counts.get("presence", 0)
     return counts
 
 
