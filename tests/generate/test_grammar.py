@@ -26,6 +26,15 @@ def test_p1_phrasings():
     assert p1_rewrite("Two dogs", "skis", "there_is_no")[0] == \
         "Two dogs, and there are no skis in the picture"
     assert p1_rewrite("A bowl of fruit", "hat", "not_wearing") is None  # nobody to wear it
+    # the negation first: "... in this picture of" + the caption, its article lower-cased
+    assert p1_rewrite("A square above a red square.", "triangle", "no_first") == (
+        "There are no triangles in this picture of a square above a red square.",
+        "There is a triangle in this picture of a square above a red square.")
+    assert p1_rewrite("Two dogs", "apple", "does_not") == (
+        "Two dogs, and the picture does not contain an apple",
+        "Two dogs, and the picture contains an apple")
+    assert p1_rewrite("London at night", "bus", "no_first")[0] == \
+        "There are no buses in this picture of London at night"
 
 
 def test_mentions():

@@ -175,7 +175,7 @@ class RulesVerifier(Verifier):
 
 class RulesRewriter(Rewriter):
     backend = "rules"
-    model = "templates-v1"
+    model = "templates-v2"  # v2: phrasings "no_first" (negation before the caption), "does_not"
 
     def __init__(self, phrasings: Iterable[str] = P1_PHRASINGS):
         self.phrasings = tuple(phrasings)
