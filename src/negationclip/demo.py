@@ -90,8 +90,8 @@ class DemoConfig:
     # NegWorld only: records read off the scene graphs (data/negworld/scene_records.py): part
     # and attribute negations on object crops with their twin crop, existence / presence
     # negation statements; "" for P1 + P2 only
-    # (off by default: at 300 x 128 they lifted NegRef and VALSE but cost balanced accuracy and
-    # image->text R@1; see the README's demo section)
+    # (off by default: at 450 x 256, with train_vision "last-1", they lift NegRef and VALSE past
+    # their targets but cost image->text R@1, and the demo's time; see the README's demo section)
     scene_records: str = ""
     scene_records_limit: int | None = 4000  # at most this many train scenes (None: all)
     scene_presence_fraction: float = 1.0  # presence-negation records for this share of scenes
