@@ -160,26 +160,20 @@ def loss_value(loss: torch.Tensor) -> float:
 
 
 def hard_negative_hinge(image_emb: torch.Tensor, text_emb: torch.Tensor,
-                        hard_emb: torch.Tensor, owner: torch.Tensor, margin: float,
-                        smooth: float = 0.0) -> torch.Tensor:
+                        hard_emb: torch.Tensor, owner: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean of ``relu(margin - (cos(img, text) - cos(img, hard)))`` over hard negatives.
 
     ``owner[k]`` is the local row whose image/text the hard negative ``k`` belongs to: it asks
     that "X with no Y" beat "X with Y" by a margin for an image without Y, a direct signal the
     softmax alone gives only weakly. Over processes the mean is global (scaled like
     ``contrastive_loss``, so gradient averaging is exact).
-
-    ``smooth`` > 0 replaces relu by ``softplus(smooth * x) / smooth`` (a logistic loss on the
-    cosine gap at temperature ``1 / smooth``): pairs already ranked right still pull a little,
-    pairs ranked wrong pull most, where relu with an unreachable margin pulls all alike.
     """
     img = F.normalize(image_emb, dim=-1)
     txt = F.normalize(text_emb, dim=-1)
     hard = F.normalize(hard_emb, dim=-1)
     pos = (img[owner] * txt[owner]).sum(-1)
     neg = (img[owner] * hard).sum(-1)
-    gap = margin - (pos - neg)
-    total = (F.softplus(smooth * gap) / smooth if smooth > 0 else F.relu(gap)).sum()
+    total = F.relu(margin - (pos - neg)).sum()
     count = torch.tensor([float(hard.shape[0])], device=hard.device)
     world = world_size()
     if world > 1:

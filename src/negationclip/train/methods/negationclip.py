@@ -26,21 +26,11 @@ class NegationClip(Method):
     needs = ()
     recipe = {}
     train_vision = "none"
-    # hinge_smooth: 0 = relu hinge on the cosine gap (--hard-negative-margin); > 0 = its
-    # logistic form softplus(s * x) / s (see loss.hard_negative_hinge)
-    options = {"hinge_smooth": 0.0}
 
     def __init__(self, options=None):
         self.opts = self.resolve_options(options or {})
         self.use_hard_texts = False
         self.use_hard_images = False
-
-    def resolve_options(self, given):
-        opts = super().resolve_options(given)
-        if opts["hinge_smooth"] < 0:
-            raise NegationClipError(f"method {self.name}: option hinge_smooth must be >= 0 "
-                                    f"(0: relu hinge), got {opts['hinge_smooth']}")
-        return opts
 
     def check_records(self, records, cfg) -> None:
         super().check_records(records, cfg)
@@ -78,16 +68,15 @@ class NegationClip(Method):
             loss = contrastive_loss(img, txt, ctx.raw_logit_scale, **extra)
         value = loss_value(loss)
         margin = self.cfg.hard_negative_margin
-        smooth = float(self.opts["hinge_smooth"])
         if margin is not None:
             hinge = torch.zeros((), device=ctx.device)
             if self.use_hard_texts:  # image -> text: cos(img, negated) > cos(img, hard text)
                 owner_t = torch.tensor(owner, dtype=torch.long, device=ctx.device)
-                hinge = hinge + hard_negative_hinge(img, txt, hard_emb, owner_t, margin, smooth)
+                hinge = hinge + hard_negative_hinge(img, txt, hard_emb, owner_t, margin)
             if self.use_hard_images:  # text -> image: cos(negated, img) > cos(negated, hard img)
                 owner_i = torch.tensor([i for i, e in enumerate(rows) if e.hard_image],
                                        dtype=torch.long, device=ctx.device)
-                hinge = hinge + hard_negative_hinge(txt, img, hard_img, owner_i, margin, smooth)
+                hinge = hinge + hard_negative_hinge(txt, img, hard_img, owner_i, margin)
             hinge = self.cfg.hard_negative_weight * hinge
             loss = loss + hinge
             # each process holds its own rows' share (times world): sum the shares
