@@ -183,7 +183,7 @@ _PLURAL_PEOPLE = {w for w in PERSON_WORDS if w.endswith("s") or w in {"men", "wo
 # P1 phrasings, in the order they are tried; each is (name, negated template, affirmed
 # template). {c}: caption without final punctuation; {a_obj}: object with article;
 # {objs}: plural; {be}: is/are.
-P1_PHRASINGS = ("with_no", "without", "there_is_no", "and_no", "no_first", "does_not")
+P1_PHRASINGS = ("with_no", "without", "there_is_no", "and_no", "no_first")
 # words that may start a caption and read lower-case after "... in this picture of"
 _LOWER_FIRST = {"a", "an", "the", "this", "some", "two", "three", "four", "five", "six",
                 "several", "many", "one"}
@@ -220,9 +220,6 @@ def p1_rewrite(caption: str, obj: str, phrasing: str) -> tuple[str, str] | None:
         aff = f"{c}, and there {be} {a_obj} in the picture"
     elif phrasing == "and_no":
         neg, aff = f"{c}, and no {objs} around", f"{c}, and {a_obj} nearby"
-    elif phrasing == "does_not":  # a negated verb, not a negated noun
-        neg = f"{c}, and the picture does not contain {a_obj}"
-        aff = f"{c}, and the picture contains {a_obj}"
     elif phrasing == "no_first":  # the negation before the caption, not after it
         first = c.split(" ", 1)[0]
         tail = first.lower() + c[len(first):] if first.lower() in _LOWER_FIRST else c

@@ -175,7 +175,7 @@ class RulesVerifier(Verifier):
 
 class RulesRewriter(Rewriter):
     backend = "rules"
-    model = "templates-v2"  # v2: phrasings "no_first" (negation before the caption), "does_not"
+    model = "templates-v2"  # v2: the "no_first" phrasing (negation before the caption)
 
     def __init__(self, phrasings: Iterable[str] = P1_PHRASINGS):
         self.phrasings = tuple(phrasings)
