@@ -529,7 +529,8 @@ def report_markdown(rep: dict) -> str:
         + ", ".join(f"{k}: {v['records']} records" for k, v in d["generation"].items()
                     if k != "scene_negatives") + ".",
         f"4. **Fine-tuning** of "
-        + ("the text encoder only (vision tower frozen)" if (c.get("train_vision") or "none") == "none"
+        + ("the text encoder only (vision tower frozen)"
+           if (c.get("train_vision") or "none") == "none"
            else f"the text encoder and the vision tower's `{c['train_vision']}`")
         + f": {c['finetune']['max_steps']} "
         f"steps, batch {c['finetune']['batch_size']}, lr {c['finetune']['lr']}, mix "
@@ -633,7 +634,8 @@ def run_demo(cfg: DemoConfig) -> dict:
             print(f"      {which}: {gen[which]['records']} records")
         if cfg.scene_records:
             s = scene_graph_records(world, gen_dir / "scene-graph.jsonl", cfg)
-            gen["scene-graph"] = {"records": sum(s.get(k, 0) for k in ("parts", "absence", "presence")),
+            n_sg = sum(s.get(k, 0) for k in ("parts", "absence", "presence"))
+            gen["scene-graph"] = {"records": n_sg,
                                   "summary": s}
 
     data_name = "P1 + P2" + (" + scene-graph records" if cfg.scene_records else "")

@@ -56,7 +56,8 @@ def add_scene_negatives(records: str | os.PathLike, world_root: str | os.PathLik
     image folder (``../images_cf/cf_<records file stem>_<row>.png``), like ``image_file``.
     ``questions``: P2 records take the shape of their existence question (off by default: on
     the demo's recipe it did not help, see the README). Records negating no shape (P2
-    attribute negations) or whose image is not a NegWorld scene are copied unchanged. Returns counts.
+    attribute negations) or whose image is not a NegWorld scene are copied unchanged.
+    Returns counts.
     """
     root = Path(world_root)
     scenes = load_scenes(root / "scenes.json")
