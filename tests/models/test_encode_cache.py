@@ -2,7 +2,7 @@ import torch
 from PIL import Image
 
 from negationclip.models import (ImageEmbeddingCache, encode_images, encode_text, export_text_encoder,
-                                 open_image, tiny_clip_bundle)
+                                 open_image, text_features, text_features_by_length, tiny_clip_bundle)
 from negationclip.utils import NegationClipError
 import pytest
 
@@ -17,6 +17,33 @@ def test_dynamic_padding_equals_padding_to_77():
     assert torch.allclose(dyn, full, atol=1e-5)
     one_by_one = torch.cat([encode_text(b, [c]) for c in CAPTIONS])
     assert torch.allclose(dyn, one_by_one, atol=1e-5)
+
+
+def test_length_groups_give_the_same_features_and_gradients():
+    """Training's --text-buckets: rows in length groups, each padded to its own longest, give
+    the embeddings and gradients of one batch padded to 77 (the reference: clip.tokenize's width)."""
+    b = tiny_clip_bundle(seed=2)
+    texts = CAPTIONS * 3 + ["no", "a photo of a very long and winding road with no cars at all"]
+    full = b.tokenizer(texts, padding="max_length")
+    dyn = b.tokenizer(texts)
+
+    def run(fn):
+        b.model.zero_grad(set_to_none=True)
+        f = fn()
+        (f * torch.linspace(-1, 1, f.numel()).view_as(f)).sum().backward()
+        g = b.model.text_model.encoder.layers[0].self_attn.q_proj.weight.grad.clone()
+        return f.detach(), g
+
+    ref, ref_g = run(lambda: text_features(b.model, full.input_ids, full.attention_mask))
+    fwd = lambda ids, mask: text_features(b.model, ids, mask)  # noqa: E731
+    widths = []
+    spy = lambda ids, mask: (widths.append(ids.shape[1]), fwd(ids, mask))[1]  # noqa: E731
+    for k in (1, 3, 4):
+        got, got_g = run(lambda: text_features_by_length(spy, dyn.input_ids, dyn.attention_mask, k))
+        assert torch.allclose(got, ref, atol=1e-5), k
+        assert torch.allclose(got_g, ref_g, atol=1e-5), k
+    assert widths[0] == dyn.input_ids.shape[1] and len(widths) == 1 + 3 + 4
+    assert min(widths) < max(widths)  # short groups really were cut shorter
 
 
 def _images(tmp_path, n=5):

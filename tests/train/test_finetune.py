@@ -125,3 +125,33 @@ def test_explicit_validation_records(dataset, tiny, tmp_path):
                    image_root=root / "images", val_records=recs[9:], verbose=False)
     assert (res.n_train, res.n_val) == (9, 3)
     assert res.best_dir is not None and (res.best_dir / "config.json").exists()
+
+
+def test_length_groups_train_the_same_weights(dataset, tiny, tmp_path, monkeypatch):
+    """--text-buckets changes how captions are batched through the text tower, not the result."""
+    import copy
+
+    from negationclip.train import loop
+    calls = []
+    real = loop.text_features_by_length
+
+    def spy(fwd, ids, mask, buckets):
+        calls.append(buckets)
+        return real(lambda i, m: (calls.append(i.shape), fwd(i, m))[1], ids, mask, buckets)
+
+    monkeypatch.setattr(loop, "text_features_by_length", spy)
+    root, recs = dataset
+    runs = {}
+    for k in (1, 3):
+        res = finetune(copy.deepcopy(tiny), recs, _cfg(tmp_path, epochs=2, batch_size=6, text_buckets=k),
+                       tmp_path / f"k{k}", image_root=root / "images", verbose=False)
+        runs[k] = res
+    grouped = [c for c in calls if not isinstance(c, int)]
+    assert 3 in calls and len({tuple(c) for c in grouped}) > 2  # groups of other widths ran
+    a, b = (dict(runs[k].bundle.model.named_parameters()) for k in (1, 3))
+    # a key bias has a zero true gradient (softmax ignores a shift shared by all keys), so Adam
+    # turns its rounding noise into full steps: the one parameter left out
+    assert max(float((a[n] - b[n]).abs().max()) for n in a if not n.endswith("k_proj.bias")) < 1e-5
+    la = [h["loss"] for h in runs[1].history if h["kind"] == "train"]
+    lb = [h["loss"] for h in runs[3].history if h["kind"] == "train"]
+    assert len(la) == len(lb) > 2 and la == pytest.approx(lb, abs=1e-5)

@@ -210,6 +210,11 @@ def _add_train(sub) -> None:
                    help="fp32 (the released script); auto: bf16 autocast on CUDA when supported, "
                         "fp32 on CPU; bf16/fp16: autocast; " + by_recipe("precision"))
     g.add_argument("--compile", action="store_true", help="torch.compile the text tower")
+    g.add_argument("--text-buckets", type=positive_int, default=None, metavar="N",
+                   help="run each batch's captions as N groups of similar length, each padded "
+                        "to its own longest: the same embeddings (causal mask, end-of-text "
+                        "pooling) with less compute spent on padding; 1: one group; ignored for "
+                        "families padded to a fixed length (SigLIP); " + by_recipe("text_buckets"))
     g.add_argument("--eval-every", type=positive_int, default=None, metavar="STEPS",
                    help="also validate every N steps (always after each epoch)")
     g.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every_steps, metavar="STEPS",
@@ -248,8 +253,8 @@ def _cmd_train(args) -> int:
                                     weight_decay=args.weight_decay, schedule=args.schedule,
                                     warmup_steps=args.warmup_steps, max_steps=args.max_steps,
                                     split_by=args.split_by, precision=args.precision,
-                                    val_loss=args.val_loss, adamw_kernel=args.adamw_kernel
-                                    ).items() if v is not None}
+                                    val_loss=args.val_loss, adamw_kernel=args.adamw_kernel,
+                                    text_buckets=args.text_buckets).items() if v is not None}
     if args.clamp_logit_scale is not None:
         given["clamp_logit_scale"] = None if args.clamp_logit_scale == "none" else args.clamp_logit_scale
     if args.freeze_logit_scale:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..models import text_features_by_length
 from ..utils import JsonlWriter, NegationClipError, atomic_write_json, atomic_write_text, progress
 from ..utils.paths import check_output
 from . import checkpoint as ckpt
@@ -343,10 +344,11 @@ class _Trainer:
             return torch.zeros((0, self.b.embed_dim), device=self.device)
         ids, mask = self.d.tokens.batch(list(texts))
         ids, mask = ids.to(self.device), mask.to(self.device)
+        buckets = 1 if self.d.tokens.fixed_padding else self.cfg.text_buckets
         if self.autocast is not None:
             with self.autocast():
-                return self.fwd(ids, mask).float()
-        return self.fwd(ids, mask).float()
+                return text_features_by_length(self.fwd, ids, mask, buckets).float()
+        return text_features_by_length(self.fwd, ids, mask, buckets).float()
 
     def _encode_images(self, keys: Sequence[str]) -> torch.Tensor:
         if not keys:
