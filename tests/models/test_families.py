@@ -172,3 +172,31 @@ def test_registry_is_complete_whatever_is_imported_first():
             "print(sorted(registry()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['clip', 'siglip', 'siglip2']"
+
+
+@pytest.mark.parametrize("split", [0, 1, 2])
+def test_clip_vision_suffix_equals_the_transformers_tower(split):
+    """--train-vision last-K runs the last layer at the class token only: same features and
+    same gradients as the full Hugging Face tower (the reference)."""
+    from negationclip.models import tiny_clip_bundle
+    from negationclip.models.families import family_of
+
+    b = tiny_clip_bundle(seed=3, vision_layers=3)
+    m, fam = b.model, family_of(b.model)
+    px = torch.randn(5, 3, m.config.vision_config.image_size, m.config.vision_config.image_size)
+    w = torch.randn(5, fam.embed_dim(m))
+    last = m.vision_model.encoder.layers[-1]
+
+    def grads(features):
+        m.zero_grad(set_to_none=True)
+        (features * w).sum().backward()
+        return [p.grad.clone() for p in last.parameters()]
+
+    want = m.visual_projection(m.vision_model(pixel_values=px).pooler_output)
+    want_g = grads(want)
+    with torch.no_grad():
+        prefix = fam.vision_prefix(m, px, split)
+    got = fam.vision_suffix(m, prefix, split)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for g, r in zip(grads(got), want_g):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
