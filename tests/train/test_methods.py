@@ -190,3 +190,33 @@ def test_frozen_prefix_cache_gives_the_full_forward(dataset):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     lv = LiveVision(b.model, b.transform, torch.device("cpu"), "last-1", n_images=10 ** 9)
     assert not lv.use_prefix  # past the memory budget: the whole tower runs every step
+
+
+def test_last_k_computes_prefix_states_instead_of_embeddings(dataset, tmp_path, monkeypatch):
+    """Under last-K the pass before training computes the frozen prefix's states (what every
+    step reads), not embeddings nobody reads; it checks images like the embedding pass (a bad
+    one is a counted skip) and trains the same weights as running the whole tower every step."""
+    import copy
+
+    from negationclip.models import tiny_clip_bundle
+    from negationclip.models.families.clip import ClipFamily
+
+    root, recs = dataset
+    (root / "images" / "003.png").write_bytes(b"not a png")
+    two = tiny_clip_bundle(seed=0, text_width=32, text_layers=1, vision_width=32,
+                           vision_layers=2, embed_dim=16)
+    runs = {}
+    for name in ("prefix", "whole"):
+        if name == "whole":  # a tower that cannot be split: embedding pass, whole tower per step
+            monkeypatch.setattr(ClipFamily, "vision_tokens", lambda self, model: None)
+        cfg = _cfg(tmp_path, "negationclip", train_vision="last-1", val_fraction=0.0, epochs=2,
+                   cache_dir=str(tmp_path / f"cache-{name}"))
+        runs[name] = finetune(copy.deepcopy(two), recs, cfg, tmp_path / name,
+                              image_root=root / "images", verbose=False)
+    p, w = runs["prefix"], runs["whole"]
+    assert p.skipped == w.skipped and sum(p.skipped.values()) == 1
+    assert not (tmp_path / "cache-prefix").exists() and (tmp_path / "cache-whole").exists()
+    a, b = dict(p.bundle.model.named_parameters()), dict(w.bundle.model.named_parameters())
+    assert not torch.equal(a["visual_projection.weight"], dict(two.model.named_parameters())[
+        "visual_projection.weight"])
+    assert max(float((a[n] - b[n]).abs().max()) for n in a if not n.endswith("k_proj.bias")) < 1e-4

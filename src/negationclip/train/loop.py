@@ -116,6 +116,7 @@ class _Data:
     stream: Any = None            # streaming.EmbeddedStream when the training captions stream
     val_stream: Any = None        # ... and the validation captions
     seed: int = 0                 # of the in-memory batch order (TrainConfig.seed)
+    live: Any = None              # vision.LiveVision already holding the prefix states (last-K)
 
     @property
     def n_train(self) -> int:
@@ -162,7 +163,8 @@ def _records(records, image_root) -> tuple[list[CaptionRecord], Counter]:
 
 def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
              say: Callable[[str], None], cache, val_records=None,
-             method: Method | None = None) -> _Data:
+             method: Method | None = None, live_vision: str | None = None,
+             device: torch.device | None = None) -> _Data:
     from ..models import ImageEmbeddingCache
     from ..models.crops import KeyLoader
     from ..models.embedding_store import StoredRows
@@ -198,12 +200,23 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
     keys = list(dict.fromkeys([e.image for e in examples] +
                               [e.hard_image for e in examples if e.hard_image]))
 
-    # every rank encodes its share of the misses into its own shards; all read one index.
-    # KeyLoader: whole images, or crops named ``path#x,y,w,h`` (NegWorld's part records)
-    res = cache.embed(bundle, keys, KeyLoader(), batch_size=cfg.image_batch_size,
-                      desc="image embeddings (once; frozen vision tower)", distributed=info.active)
-    failed = res.failed
-    ok_keys = {k for k, good in zip(keys, res.ok.tolist()) if good}
+    live = (LiveVision(bundle.model, bundle.transform, device or torch.device("cpu"), live_vision,
+                       len(keys)) if live_vision else None)
+    if live is not None and live.use_prefix:
+        # the trained layers make stored embeddings useless: compute what the steps read, the
+        # frozen prefix's states, checking every image as the embedding pass would
+        res = None
+        failed = live.warm(keys, cfg.image_batch_size,
+                           desc=f"vision prefix states (once; {live.split} frozen layers)")
+    else:
+        # every rank encodes its share of the misses into its own shards; all read one index.
+        # KeyLoader: whole images, or crops named ``path#x,y,w,h`` (NegWorld's part records)
+        res = cache.embed(bundle, keys, KeyLoader(), batch_size=cfg.image_batch_size,
+                          desc="image embeddings (once; frozen vision tower)",
+                          distributed=info.active)
+        failed = res.failed
+    ok_keys = set(keys) - set(failed) if res is None else {
+        k for k, good in zip(keys, res.ok.tolist()) if good}
     kept, kept_val = [], []
     n_bad_rows = n_bad_hard = 0
     for j, e in enumerate(examples):
@@ -247,14 +260,14 @@ def _prepare(bundle, records, image_root, cfg: TrainConfig, info: D.DistInfo,
     pos = {k: i for i, k in enumerate(keys)}
     sel = [pos[k] for k in used]
     # an on-disk cache gives rows that stay memory-mapped: a step gathers only its batch
-    emb = (res.embeddings.select(sel) if isinstance(res.embeddings, StoredRows)
-           else res.embeddings[sel].float())
+    emb = (None if res is None else res.embeddings.select(sel)
+           if isinstance(res.embeddings, StoredRows) else res.embeddings[sel].float())
     texts = [t for e in kept for t in method.row_texts(e)]
     tokens = TokenTable(bundle.tokenizer, texts)
     fp = {"n_train": len(train), "n_val": len(val),
           "train_hash": _hash([(e.image, e.text, e.hard_texts, e.hard_image) for e in train]),
           "val_hash": _hash([(e.image, e.text) for e in val])}
-    return _Data(train, val, image_index, emb, tokens, skipped, fp, seed=cfg.seed)
+    return _Data(train, val, image_index, emb, tokens, skipped, fp, seed=cfg.seed, live=live)
 
 
 def _prepare_stream(bundle, inp, image_root, cfg: TrainConfig, info: D.DistInfo,
@@ -333,8 +346,8 @@ class _Trainer:
         method.setup(data.train, cfg)  # a stream has no hard negatives to find
         # with a trained vision tower the cached embeddings go stale: encode every step
         self.live_vision = bool(live_vision)
-        self.vision = (LiveVision(self.model, bundle.transform, device, live_vision,
-                                  len(data.image_index)) if live_vision else None)
+        self.vision = data.live or (LiveVision(self.model, bundle.transform, device, live_vision,
+                                               len(data.image_index)) if live_vision else None)
         self.step = 0
         fwd = functools.partial(_text_features, self.model)
         self.fwd = torch.compile(fwd, dynamic=True) if cfg.compile else fwd
@@ -461,7 +474,8 @@ def finetune(model, records, config: TrainConfig | None = None, out_dir: str | P
             raise NegationClipError(f"--train-vision {vision}: a streamed caption set trains on "
                                     "stored image embeddings (a frozen vision tower): use "
                                     "--train-vision none")
-        data = _prepare(bundle, records, image_root, cfg, info, say, cache, val_records, method)
+        data = _prepare(bundle, records, image_root, cfg, info, say, cache, val_records, method,
+                        None if vision == "none" else vision, device)
         say(f"{data.n_train} training and {data.n_val} validation captions, "
             f"{data.n_images} images "
             + ("(encoded every step: the vision tower trains)" if vision != "none"

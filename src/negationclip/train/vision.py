@@ -70,6 +70,37 @@ class LiveVision:
         self.prefix: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
+    def warm(self, keys: Sequence[str], batch_size: int = 64, desc: str = "vision prefix states"
+             ) -> dict[str, str]:
+        """The frozen prefix's states of every key now, in batches: under ``last-K`` this pass
+        replaces the frozen tower's embedding pass (whose embeddings the run would never read)
+        and checks every image the same way. Returns ``{key: why}`` for unreadable images."""
+        from ..models.crops import KeyLoader
+        from ..utils import NegationClipError, progress
+
+        load, failed = KeyLoader(), {}
+        todo = [k for k in dict.fromkeys(keys) if k not in self.prefix]
+        bar = progress(total=len(todo), desc=desc, unit="img",
+                       disable=None if len(todo) > batch_size else True)
+        for s in range(0, len(todo), batch_size):
+            chunk, imgs = [], []
+            for k in todo[s: s + batch_size]:
+                try:
+                    imgs.append(load(k))
+                    chunk.append(k)
+                except NegationClipError as e:
+                    failed[k] = str(e)
+            if imgs:
+                px = self.pixels.transform(imgs)
+                px = ({n: v.to(self.device) for n, v in px.items()} if isinstance(px, dict)
+                      else px.to(self.device))
+                h = self.family.vision_prefix(self.model, px, self.split)
+                self.prefix.update(zip(chunk, h.float()))
+            bar.update(len(todo[s: s + batch_size]))
+        bar.close()
+        return failed
+
+    @torch.no_grad()
     def _prefix(self, keys: Sequence[str]) -> torch.Tensor:
         missing = [k for k in dict.fromkeys(keys) if k not in self.prefix]
         if missing:
