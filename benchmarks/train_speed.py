@@ -21,6 +21,9 @@ the optimizer's elementwise update is left out.
     python benchmarks/train_speed.py                    # -> benchmarks/results/train_speed.json
     python benchmarks/train_speed.py --batch 32 --steps 3 --runs 5 --threads 2
 
+A third variant, ``buckets``, is ours with ``--text-buckets 4`` (the ``negationclip`` recipe's
+default): the batch's captions run as four length groups, each padded to its own longest.
+
 The ratio is bounded by the work each step does (the reference's vision forward and 77-token
 text tower against ours' text tower at the batch's longest caption); it is reported with the
 fraction of peak of each variant beside it.
@@ -137,7 +140,8 @@ def child(mode: str, batch: int, steps: int, threads: int, device: str, workdir:
         rows = [Example(k, t) for k, t in zip(keys, texts)]
         data = _Data(rows, [], {k: i for i, k in enumerate(keys)}, emb, TokenTable(bundle.tokenizer, texts),
                      None, {})
-        tr = _Trainer(bundle, data, TrainConfig(batch_size=batch, val_fraction=0.0, device=device),
+        tr = _Trainer(bundle, data, TrainConfig(batch_size=batch, val_fraction=0.0, device=device,
+                                                text_buckets=4 if mode == "buckets" else 1),
                       DistInfo(), dev)
         model.text_model.train()
 
@@ -194,7 +198,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=positive_int, default=2, help="timed steps per child run (after 1 warm-up step)")
     ap.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/train_speed.json)")
-    ap.add_argument("--child", choices=["reference", "ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["reference", "ours", "buckets"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     add_protocol_args(ap)
     args = parse_args(ap, argv)
@@ -214,10 +218,13 @@ def main(argv=None) -> int:
                 "vision tower every step, pad 77", seconds_key="ms_per_step"),
             Arm("ours", lambda: run_child("ours", args, tmp),
                 "cached image embeddings, dynamic padding (negationclip)", seconds_key="ms_per_step"),
+            Arm("buckets", lambda: run_child("buckets", args, tmp),
+                "ours with --text-buckets 4 (recipe negationclip)", seconds_key="ms_per_step"),
         ])
     bench.conclude()
     r = bench.ratio("step speed-up (reference / ours)", "reference", "ours", key="ms_per_step")
     bench.set_headline("fine-tuning step speed-up", r["median_ratio"], r["paired_min"], r["paired_max"], "x")
+    bench.ratio("length groups speed-up (ours / buckets)", "ours", "buckets", key="ms_per_step")
     ref, ours = bench.arms["reference"], bench.arms["ours"]
     cols = ["text_tokens_per_caption", "peak_rss_mb"] + (["peak_cuda_mb"] if args.device.startswith("cuda") else [])
     bench.write(args.out, columns=cols,
