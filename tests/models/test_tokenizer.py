@@ -69,3 +69,25 @@ def test_vocab_files_and_save_roundtrip(tmp_path):
     again = ClipTokenizer.from_pretrained(tmp_path / "tok")
     assert again.encode("a dog without a leash") == tok.encode("a dog without a leash")
     assert again.context_length == 77
+
+
+def test_ascii_fast_path_of_basic_clean_equals_ftfy():
+    """basic_clean skips ftfy for printable ASCII without '&': the reference is OpenAI's
+    basic_clean itself (ftfy, double HTML unescape, strip), on strings each branch must see."""
+    import html
+
+    import ftfy
+
+    from negationclip.models.tokenizer import basic_clean, ClipTokenizer
+
+    def ref(t):
+        return html.unescape(html.unescape(ftfy.fix_text(t))).strip()
+
+    texts = ["  A dog with no leash. ", "a cat &amp; a dog", "fish &lt;3", "tab\tand\nline\r\n",
+             "caf\u00c3\u00a9 mojibake", "\u201ccurly\u201d quotes", "\uff21 fullwidth", "\x00nul",
+             "ctrl\x1bchar", "plain ascii, punctuation!? (ok) [x] {y} ~ ` ^", "", "   ",
+             "\u00a0nbsp", "ligature \ufb01sh"]
+    for t in texts:
+        assert basic_clean(t) == ref(t), repr(t)
+    tok = ClipTokenizer()
+    assert tok.encode_many(texts) == [tok.encode(t) for t in texts]

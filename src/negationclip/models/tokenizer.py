@@ -80,6 +80,10 @@ _WS = regex.compile(r"\s+")
 
 def basic_clean(text: str) -> str:
     """OpenAI's (and open_clip's) basic_clean: ftfy, double HTML unescape, strip."""
+    if text.isascii() and text.isprintable() and "&" not in text:
+        # ftfy and unescaping change nothing here (every fix needs a non-ASCII character, a
+        # control character or an entity): skip them, most of the cost of tokenising captions
+        return text.strip()
     text = ftfy.fix_text(text)
     return html.unescape(html.unescape(text)).strip()
 
@@ -169,6 +173,12 @@ class ClipTokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of one text, without SOT/EOT and without truncation."""
         return self.hf(clean_text(text), add_special_tokens=False)["input_ids"]
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """``[encode(t) for t in texts]`` in one batched call (several times faster)."""
+        if not texts:
+            return []
+        return self.hf([clean_text(t) for t in texts], add_special_tokens=False)["input_ids"]
 
     def __call__(self, texts: str | Sequence[str], *, padding: str = "longest",
                  context_length: int | None = None) -> TokenBatch:

@@ -11,7 +11,9 @@ Layouts read (all give the same ``CaptionRecord``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -173,10 +175,16 @@ def coerce_records(records) -> list[CaptionRecord]:
 
 def image_key(image: str, image_root: str | Path | None) -> str:
     """The cache key of an image: its resolved path (stable across working directories)."""
-    p = Path(image)
-    if not p.is_absolute() and image_root is not None:
-        p = Path(image_root) / p
-    return str(p.resolve())
+    full = image if image_root is None or os.path.isabs(image) else os.path.join(image_root, image)
+    return _resolved(os.fspath(full), "" if os.path.isabs(full) else os.getcwd())
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _resolved(path: str, cwd: str) -> str:
+    # memoised: a caption set names each image several times, and resolving walks the file
+    # system (it was most of the time before the first training step); ``cwd`` keys relative
+    # paths to the working directory they were resolved in
+    return str(Path(path).resolve())
 
 
 def build_examples(records: Sequence[CaptionRecord], *, image_root: str | Path | None,
@@ -350,6 +358,12 @@ class TokenTable:
             tb = tokenizer(texts)
             self._fixed = {t: (tb.input_ids[i], tb.attention_mask[i]) for i, t in enumerate(texts)}
             self.rows = {t: tb.input_ids[i].tolist() for i, t in enumerate(texts)}
+            return
+        many = getattr(tokenizer, "encode_many", None)
+        if many is not None and texts:  # one batched call: the fast tokenizer's own loop
+            ctx = int(tokenizer.context_length) - 2
+            sot, eot = int(tokenizer.sot_token_id), int(tokenizer.eot_token_id)
+            self.rows = {t: [sot, *ids[:ctx], eot] for t, ids in zip(texts, many(texts))}
             return
         for t in texts:
             self.row(t)

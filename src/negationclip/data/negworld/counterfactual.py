@@ -20,7 +20,7 @@ from pathlib import Path
 from ...utils import JsonlWriter, NegationClipError, read_jsonl
 from ...utils.progress import progress
 from .export import load_scenes
-from .render import encode_png, render
+from .render import write_pngs
 from .scenes import replace_object
 from .vocab import CATEGORIES
 
@@ -72,6 +72,7 @@ def add_scene_negatives(records: str | os.PathLike, world_root: str | os.PathLik
               "no_slot": 0}
     tmp = Path(str(out) + ".tmp")
     tmp.unlink(missing_ok=True)
+    jobs = []  # rendered after the loop, over all cores (write_pngs)
     with JsonlWriter(tmp, append=False, fsync=False) as w:
         for n, r in enumerate(progress(recs, desc="scene negatives", unit="rec",
                                        disable=None if show_progress else True)):
@@ -93,9 +94,10 @@ def add_scene_negatives(records: str | os.PathLike, world_root: str | os.PathLik
                     # named by records file and row: several files (P1, Rand-P1, P2) share
                     # one folder, and a file made again gets the same names
                     name = f"cf_{stem}_{n:07d}.png"
-                    (cf_dir / name).write_bytes(encode_png(render(foil)))
+                    jobs.append((foil, cf_dir / name))
                     r = dict(r, negative_image=f"../{CF_DIR}/{name}")
                     counts["with_negative_image"] += 1
             w.write(r)
+    write_pngs(jobs)  # before the records file appears: it never names a missing image
     os.replace(tmp, out)
     return counts

@@ -42,7 +42,7 @@ from . import field
 from .captions import captions as make_captions
 from .captions import noun_phrase, questions as make_questions
 from .phrasing import HELDOUT_PAIR_TEMPLATES, TRAIN_PAIR_TEMPLATES
-from .render import bbox, bbox_of, encode_png, outline, polygon_area, render, segmentation_of
+from .render import bbox, bbox_of, outline, polygon_area, segmentation_of, write_pngs
 from .scenes import Obj, Scene, WorldConfig, plausible_absent, replace_object, sample_scene, scene_rng
 from .vocab import CATEGORY_IDS, CONTEXT_OF, PARTS, article, plural
 
@@ -280,9 +280,10 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
         img_dir = tmp / "images"
         img_dir.mkdir()
 
+        renders: list[tuple[Scene, Path]] = []  # drawn after the loop, over all cores
+
         def save(scene: Scene) -> None:
-            (img_dir / scene.file_name).write_bytes(
-                encode_png(render(scene, cfg.supersample), cfg.png_compress_level))
+            renders.append((scene, img_dir / scene.file_name))
 
         next_foil = cfg.images + 1
         for idx in progress(ids, desc="negworld scenes", unit="img", disable=not show_progress or None):
@@ -368,6 +369,7 @@ def build_world(out: str | os.PathLike, cfg: WorldConfig, *, overwrite: bool = F
         files["sugarcrepe"] = field.write_sugarcrepe(tmp / "sugarcrepe", sugarcrepe)
         write_json(tmp / files["scenes"], {"format": FORMAT, "config": asdict(cfg),
                                            "scenes": [s.to_json() for s in scenes + foils]})
+        write_pngs(renders, cfg.supersample, cfg.png_compress_level)
         counts = {"images": len(scenes), "foil_images": len(foils),
                   "split_images": {s: len(coco_images[s]) for s in SPLITS},
                   "captions": {s: len(coco_caps[s]) for s in SPLITS},

@@ -31,7 +31,7 @@ from ...utils import JsonlWriter, NegationClipError, progress
 from ...models.crops import crop_key
 from .export import load_scenes, negref_box
 from .phrasing import uses_heldout_cue
-from .render import bbox, encode_png, render
+from .render import bbox, write_pngs
 from .scenes import Obj, Scene, WorldConfig, plausible_absent, scene_rng
 from .vocab import COLORS, PARTS, article, plural
 
@@ -157,8 +157,10 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
     tmp = Path(str(out) + ".tmp")
     tmp.unlink(missing_ok=True)
 
+    renders: list[tuple[Scene, Path]] = []  # drawn after the loop, over all cores
+
     def save(scene: Scene, name: str) -> str:
-        (sg / name).write_bytes(encode_png(render(scene, wcfg.supersample), wcfg.png_compress_level))
+        renders.append((scene, sg / name))
         counts["images_rendered"] += 1
         return f"../{SG_DIR}/{name}"
 
@@ -213,6 +215,7 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
                          "negative_texts": [_PRESENT_NEG[i].format(**kw)],
                          "present_objects": sorted(s.categories())})
                 counts["presence"] += 1
+    write_pngs(renders, wcfg.supersample, wcfg.png_compress_level)  # before the records appear
     os.replace(tmp, out)
     if existence:
         counts["existence"] = counts.get("absence", 0) + counts.get("presence", 0)
