@@ -65,10 +65,12 @@ METRIC_LABELS.update({s[0]: s[1] for s in FIELD_SPECS})
 @dataclass
 class DemoConfig:
     """What the demo runs. Fine-tuning defaults are the recipe found on NegWorld (the report's
-    "The recipe, and why"): text tower only; P1 + P2 negated captions plus some originals, each
-    with a negative image (the scene with the negated object put in) under a hinge. NegWorld's
-    scene-graph records (``scene_records``: part/attribute negations on object crops against
-    their re-rendered twin crop; absence and presence-negation statements) are an option."""
+    "The recipe, and why"): the text tower and the last vision layer; P1 + P2 negated captions
+    plus some originals, each with a negative image (the scene with the negated object put in)
+    under a hinge, and NegWorld's scene-graph records (``scene_records``: part/attribute
+    negations on object crops against their re-rendered twin crop; absence and
+    presence-negation statements). ``scene_records=""`` and ``train_vision="none"`` give the
+    paper's setting (text tower only, P1 + P2)."""
 
     out: str = "runs/demo"
     quick: bool = False
@@ -88,16 +90,16 @@ class DemoConfig:
     mine_negative_images: bool = True  # a train image whose captions show Y: a negative image
     scene_negatives: bool = True       # NegWorld only: the same scene with Y put in (scene graph)
     # NegWorld only: records read off the scene graphs (data/negworld/scene_records.py): part
-    # and attribute negations on object crops with their twin crop, existence / presence
-    # negation statements; "" for P1 + P2 only
-    # (off by default: at 450 x 256, with train_vision "last-1", they lift NegRef and VALSE past
-    # their targets but cost image->text R@1, and the demo's time; see the README's demo section)
-    scene_records: str = ""
+    # and attribute negations on object crops with their twin crop, absence and presence
+    # negation statements; "" for P1 + P2 only (the paper's data). On by default, with the last
+    # vision layer (train_vision): the only source that lifts NegRef and VALSE existence (see
+    # the README's demo section for both recipes' figures)
+    scene_records: str = "parts,absence,presence"
     scene_records_limit: int | None = 4000  # at most this many train scenes (None: all)
     scene_presence_fraction: float = 1.0  # presence-negation records for this share of scenes
     # what of the vision tower trains besides the text tower: "none" (the paper) or "last-K"
     # (the last K layers, post layer norm and projection; see train --train-vision)
-    train_vision: str = "none"
+    train_vision: str = "last-1"
     hard_negative_margin: float | None = 0.2
     hard_negative_weight: float = 50.0  # the margin term must outweigh the in-batch softmax
     max_grad_norm: float | None = None

@@ -13,16 +13,17 @@ def _add_demo(sub) -> None:
     p = _parser(sub, "demo", "run the whole NegationCLIP loop offline on NegWorld and report",
                 "Export NegWorld (COCO, VQAv2, NegRefCOCOg, VALSE formats, balanced negation "
                 "pairs), benchmark the shipped tiny base CLIP, generate P1 + P2 negated captions "
-                "with the offline rules backends (plus NegWorld's scene-graph part and existence "
-                "records, see --scene-records), fine-tune the text encoder, benchmark again, and "
+                "with the offline rules backends (plus NegWorld's scene-graph part, absence and "
+                "presence records, see --scene-records), fine-tune the text encoder and the last "
+                "vision layer (--train-vision), benchmark again, and "
                 "write OUT/report.md, OUT/report.json, OUT/metrics.png and OUT/pairs.png. All "
                 "figures are measured on held-out test images.",
                 "examples:\n"
                 "  negationclip demo --out runs/demo\n"
                 "  negationclip demo --out runs/demo-quick --quick      # < 90 s smoke run\n"
                 "  negationclip demo --out runs/demo-ablation --ablation # + P1/Rand-P1/P2 rows\n"
-                "  negationclip demo --out runs/demo-sg --scene-records parts,existence \\\n"
-                "      --steps 300 --batch-size 128   # + NegWorld's scene-graph records\n"
+                "  negationclip demo --out runs/demo-paper --scene-records none \\\n"
+                "      --train-vision none   # the paper's setting: P1 + P2, text tower only\n"
                 "  negationclip demo --out runs/demo --compare  # + every method head to head")
     p.add_argument("--out", default="runs/demo", help="output folder (reused parts are kept)")
     p.add_argument("--quick", action="store_true",
