@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -96,6 +96,22 @@ class EmbeddingResult:
     #: [N] uint64: each key's row in the store under its content key (0: not stored); with
     #: :meth:`ImageEmbeddingCache.open_store` a caller can read rows later without the keys
     store_hashes: np.ndarray | None = None
+
+
+def read_batches(keys: Sequence[str], load: Callable[[str], Image.Image], batch_size: int,
+                 failed: dict[str, str]) -> Iterator[tuple[int, list[str], list[Image.Image]]]:
+    """``(keys read, keys loaded, images)`` per batch of ``keys``; a key ``load`` cannot read
+    goes to ``failed`` (key -> why) instead: the one place batches of images are read and
+    checked (the embedding pass, the live tower's prefix pass)."""
+    for s in range(0, len(keys), batch_size):
+        chunk, imgs = [], []
+        for k in keys[s: s + batch_size]:
+            try:
+                imgs.append(load(k))
+                chunk.append(k)
+            except NegationClipError as e:
+                failed[k] = str(e)
+        yield len(keys[s: s + batch_size]), chunk, imgs
 
 
 class ImageEmbeddingCache:
@@ -304,14 +320,7 @@ class ImageEmbeddingCache:
                               shard_size=self.shard_size) if table is None and mine else None)
         bar = progress(total=len(mine), desc=desc, unit="img",
                        disable=None if len(mine) > batch_size and rank == 0 else True)
-        for s in range(0, len(mine), batch_size):
-            chunk, imgs = [], []
-            for k in mine[s: s + batch_size]:
-                try:
-                    imgs.append(load(k))
-                    chunk.append(k)
-                except NegationClipError as e:
-                    failed[k] = str(e)
+        for n_read, chunk, imgs in read_batches(mine, load, batch_size, failed):
             if imgs:
                 feats = encode_pixels(bundle, bundle.transform(imgs), normalize=False).cpu().float()
                 put_k, put_r = [], []
@@ -327,7 +336,7 @@ class ImageEmbeddingCache:
                         put_r.append(row)
                 if put_k:
                     writer.add(put_k, torch.stack(put_r))
-            bar.update(len(mine[s: s + batch_size]))
+            bar.update(n_read)
         if writer is not None:
             writer.close()  # the last shard: complete before anyone indexes
         bar.close()

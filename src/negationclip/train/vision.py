@@ -68,6 +68,7 @@ class LiveVision:
         self.use_prefix = (self.split > 0 and tokens is not None
                            and n_images * tokens * width * 4 <= budget)
         self.prefix: dict[str, torch.Tensor] = {}
+        self.dtype = next(model.vision_model.parameters()).dtype
 
     @torch.no_grad()
     def warm(self, keys: Sequence[str], batch_size: int = 64, desc: str = "vision prefix states"
@@ -75,28 +76,21 @@ class LiveVision:
         """The frozen prefix's states of every key now, in batches: under ``last-K`` this pass
         replaces the frozen tower's embedding pass (whose embeddings the run would never read)
         and checks every image the same way. Returns ``{key: why}`` for unreadable images."""
+        from ..models.cache import read_batches
         from ..models.crops import KeyLoader
-        from ..utils import NegationClipError, progress
+        from ..models.families.siglip import _to_device
+        from ..utils import progress
 
-        load, failed = KeyLoader(), {}
+        failed: dict[str, str] = {}
         todo = [k for k in dict.fromkeys(keys) if k not in self.prefix]
         bar = progress(total=len(todo), desc=desc, unit="img",
                        disable=None if len(todo) > batch_size else True)
-        for s in range(0, len(todo), batch_size):
-            chunk, imgs = [], []
-            for k in todo[s: s + batch_size]:
-                try:
-                    imgs.append(load(k))
-                    chunk.append(k)
-                except NegationClipError as e:
-                    failed[k] = str(e)
+        for n_read, chunk, imgs in read_batches(todo, KeyLoader(), batch_size, failed):
             if imgs:
-                px = self.pixels.transform(imgs)
-                px = ({n: v.to(self.device) for n, v in px.items()} if isinstance(px, dict)
-                      else px.to(self.device))
+                px = _to_device(self.pixels.transform(imgs), self.device, self.dtype)
                 h = self.family.vision_prefix(self.model, px, self.split)
                 self.prefix.update(zip(chunk, h.float()))
-            bar.update(len(todo[s: s + batch_size]))
+            bar.update(n_read)
         bar.close()
         return failed
 
