@@ -94,12 +94,11 @@ class LiveVision:
         bar.close()
         return failed
 
-    @torch.no_grad()
     def _prefix(self, keys: Sequence[str]) -> torch.Tensor:
-        missing = [k for k in dict.fromkeys(keys) if k not in self.prefix]
-        if missing:
-            h = self.family.vision_prefix(self.model, self.pixels.get(missing), self.split)
-            self.prefix.update(zip(missing, h.float()))
+        failed = self.warm(keys, batch_size=max(1, len(keys)))  # states not computed yet
+        if failed:  # checked before training: the file went bad since
+            from ..utils import NegationClipError
+            raise NegationClipError(next(iter(failed.values())))
         return torch.stack([self.prefix[k] for k in keys]).to(self.device)
 
     def encode(self, keys: Sequence[str]) -> torch.Tensor:
