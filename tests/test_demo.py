@@ -139,6 +139,16 @@ def test_scene_negatives_put_the_negated_object_into_the_same_scene(world, tmp_p
     recs = read_jsonl(tmp_path / "p1cf.jsonl")
     assert counts["records"] == len(recs) > 0
     assert counts["with_negative_image"] == sum(1 for r in recs if r.get("negative_image")) > 0
+    # a caption that names every object but Y leaves only a named object to turn into Y
+    import re
+
+    from negationclip.data.negworld import load_scenes
+
+    scenes = load_scenes(world / "scenes.json")
+    all_named = sum(1 for r in recs if r.get("negative_image") and all(
+        re.search(rf"\b{o.category}(?:s|es)?\b", r["original"], re.IGNORECASE)
+        for o in scenes[r["image_file"]].objects if o.category != r["object"]))
+    assert counts["named_replaced"] == all_named > 0
     for r in recs[:20]:
         if not r.get("negative_image"):
             continue

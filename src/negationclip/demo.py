@@ -272,7 +272,8 @@ def scene_negatives(world, path: Path, seed: int, gen: dict) -> Path:
     counts = add_scene_negatives(path, world.root, out, seed=seed, show_progress=False)
     gen.setdefault("scene_negatives", {})[path.name] = counts
     print(f"      {path.name}: {counts['with_negative_image']} of {counts['records']} records "
-          f"got a scene-graph negative image")
+          f"got a scene-graph negative image ({counts['named_replaced']} with an object the "
+          f"caption names turned into the negated one: every other object was named)")
     return out
 
 
