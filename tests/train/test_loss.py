@@ -1,4 +1,6 @@
 import math
+import dataclasses
+import pytest
 
 import torch
 import torch.nn.functional as F
@@ -77,3 +79,72 @@ def test_hard_negative_columns_and_hinge():
     pos = (i[owner] * t[owner]).sum(-1)
     neg = (i[owner] * h).sum(-1)
     torch.testing.assert_close(hinge, F.relu(0.2 - pos + neg).mean())
+
+
+def test_prototype_hinge_is_the_mean_hinge_to_each_groups_mean_direction():
+    from negationclip.train.loss import prototype_hinge
+
+    g = torch.Generator().manual_seed(0)
+    txt, img, neg = (torch.randn(7, 5, generator=g, requires_grad=True) for _ in range(3))
+    groups = [0, 1, 0, 2, 1, 0, -1]  # group 2 has one row, -1 none: both left out
+    got = prototype_hinge(txt, img, neg, groups, margin=0.3)
+    terms = []
+    for k in (0, 1):
+        rows = [i for i, x in enumerate(groups) if x == k]
+        d = sum(img[i].detach() / img[i].detach().norm() - neg[i].detach() / neg[i].detach().norm()
+                for i in rows) / len(rows)
+        u = d / d.norm()
+        terms += [max(0.0, 0.3 - float(txt[i].detach() @ u / txt[i].detach().norm())) for i in rows]
+    assert abs(float(got.detach()) - sum(terms) / len(terms)) < 1e-6
+    got.backward()
+    assert img.grad is None and neg.grad is None  # the direction is a target, not trained
+    assert txt.grad[3].abs().sum() == 0 and txt.grad[6].abs().sum() == 0
+    assert txt.grad[0].abs().sum() > 0
+
+
+def test_keep_loss_is_one_minus_cosine_to_the_anchor():
+    from negationclip.train.loss import keep_loss
+
+    a, b = torch.randn(4, 6), torch.randn(4, 6)
+    want = 1 - F.cosine_similarity(a, b, dim=-1).mean()
+    assert abs(float(keep_loss(a, b)) - float(want)) < 1e-6
+    assert float(keep_loss(b * 3.0, b)) < 1e-6
+    assert float(keep_loss(a[:0], b[:0])) == 0.0  # no original caption in the batch
+
+
+def test_negationclip_options_add_the_terms_and_base_text_stays_the_starting_model(dataset, tiny, tmp_path):
+    import copy
+
+    from negationclip.train.methods import get_method
+    from negationclip.utils import NegationClipError
+
+    root, recs = dataset
+    cfg = TrainConfig(batch_size=6, val_fraction=0.0, mix="ratio", original_ratio=1.0,
+                      cache_dir=str(tmp_path / "cache"),
+                      method_options={"keep_weight": 2.0})
+    base = copy.deepcopy(tiny)
+    data = _prepare(tiny, recs, root / "images", cfg, DistInfo(), lambda m: None, None)
+    trainer = _Trainer(tiny, data, cfg, DistInfo(), torch.device("cpu"))
+    rows = [e for e in data.train if e.kind == "negated"][:3] + \
+        [e for e in data.train if e.kind == "original"][:3]
+    orig = [e for e in rows if e.kind == "original"]
+    assert len(orig) == 3 and len(rows) == 6
+    ctx = trainer.context()
+    loss, value = trainer.batch_loss(rows)
+    plain_cfg = dataclasses.replace(cfg, method_options={})
+    plain = _Trainer(tiny, data, plain_cfg, DistInfo(), torch.device("cpu")).batch_loss(rows)[0]
+    assert ctx.base_text is not None and abs(float(loss - plain)) < 1e-6  # nothing moved yet
+    with torch.no_grad():  # move the text tower: the term grows, base_text does not move
+        for n, p in tiny.model.named_parameters():
+            if n.startswith("text_model.encoder"):
+                p.add_(0.05 * torch.randn_like(p))
+    ids, mask = data.tokens.batch([e.text for e in orig])
+    want = F.normalize(text_features(base.model.eval(), ids, mask), dim=-1)
+    torch.testing.assert_close(ctx.base_text([e.text for e in orig]), want, atol=1e-5, rtol=1e-5)
+    now = F.normalize(text_features(tiny.model.eval(), ids, mask), dim=-1)
+    loss2 = trainer.batch_loss(rows)[0]
+    plain2 = _Trainer(tiny, data, plain_cfg, DistInfo(), torch.device("cpu")).batch_loss(rows)[0]
+    keep = 2.0 * (1 - (now * want).sum(-1)).mean()
+    assert float(keep) > 1e-4 and abs(float(loss2 - plain2 - keep)) < 1e-4
+    with pytest.raises(NegationClipError, match="unknown option"):
+        get_method("negationclip", {"keep": 1.0})

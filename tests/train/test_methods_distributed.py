@@ -2,6 +2,7 @@
 "resume, distributed and bad input hold for every method"); bad input per method is in
 ``test_methods_bad_input.py``."""
 
+import dataclasses
 import json
 import os
 
@@ -93,3 +94,54 @@ def test_two_gloo_processes_equal_one_process(tmp_path, method):
     lb = [json.loads(x)["loss"] for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
           if json.loads(x)["kind"] == "train"]
     assert len(la) == len(lb) >= 3 and all(abs(x - y) < 1e-4 for x, y in zip(la, lb))
+
+
+OPTIONS = {"prototype_weight": 1.0, "keep_weight": 1.0}  # negationclip's optional terms
+
+
+def _worker_options(rank, world, port, tmp, recs):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank), NEGATIONCLIP_NO_PROGRESS="1")
+    torch.set_num_threads(1)
+    finetune(_tiny(), recs, _options_cfg(tmp), os.path.join(tmp, "ddp"),
+             image_root=os.path.join(tmp, "data", "images"), verbose=False)
+
+
+def _options_cfg(tmp):
+    return _cfg(tmp, "negationclip", batch_size=5, mine_negative_images=True, mix="ratio",
+                original_ratio=0.5, hard_negative_margin=0.2, hard_negative_weight=5.0,
+                method_options=OPTIONS)
+
+
+@pytest.mark.timeout(240)
+def test_negationclip_optional_terms_two_gloo_processes_equal_one_and_resume(tmp_path):
+    """The prototype hinge groups rows over the global batch and the keep term anchors to the
+    starting weights, so both hold under 2 processes and after a kill and resume."""
+    recs = _recs(tmp_path)
+    images = tmp_path / "data" / "images"
+    single = finetune(_tiny(), recs, _options_cfg(tmp_path), tmp_path / "single",
+                      image_root=images, verbose=False)
+    plain = finetune(_tiny(), recs, dataclasses.replace(_options_cfg(tmp_path), method_options={}),
+                     tmp_path / "plain", image_root=images, verbose=False)
+    a = load_file(str(tmp_path / "single" / "state" / "trainable.safetensors"))
+    p = load_file(str(tmp_path / "plain" / "state" / "trainable.safetensors"))
+    assert any(not torch.allclose(a[k], p[k]) for k in a)  # the terms changed the training
+    mp.spawn(_worker_options, args=(2, _free_port(), str(tmp_path), recs), nprocs=2, join=True)
+    b = load_file(str(tmp_path / "ddp" / "state" / "trainable.safetensors"))
+    for k in a:
+        if k.endswith("k_proj.bias"):
+            continue
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+
+    def crash(step):
+        if step == 3:
+            raise Boom()
+
+    with pytest.raises(Boom):
+        finetune(_tiny(), recs, _options_cfg(tmp_path), tmp_path / "cut", image_root=images,
+                 on_step=crash, verbose=False)
+    finetune(_tiny(), recs, _options_cfg(tmp_path), tmp_path / "cut", image_root=images,
+             resume=True, verbose=False)
+    c = load_file(str(tmp_path / "cut" / "state" / "trainable.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert single.steps == plain.steps >= 3

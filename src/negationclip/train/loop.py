@@ -351,6 +351,11 @@ class _Trainer:
         self.step = 0
         fwd = functools.partial(_text_features, self.model)
         self.fwd = torch.compile(fwd, dynamic=True) if cfg.compile else fwd
+        # built before any resume state is loaded: the weights the run started from
+        self.base_fwd = None
+        if method.needs_base_text:
+            base = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.base_fwd = functools.partial(_text_features, base)
 
     def _encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         if not texts:
@@ -362,6 +367,16 @@ class _Trainer:
             with self.autocast():
                 return text_features_by_length(self.fwd, ids, mask, buckets).float()
         return text_features_by_length(self.fwd, ids, mask, buckets).float()
+
+    def _base_text(self, texts: Sequence[str]) -> torch.Tensor:
+        if not texts:
+            return torch.zeros((0, self.b.embed_dim), device=self.device)
+        ids, mask = self.d.tokens.batch(list(texts))
+        buckets = 1 if self.d.tokens.fixed_padding else self.cfg.text_buckets
+        with torch.no_grad():
+            f = text_features_by_length(self.base_fwd, ids.to(self.device), mask.to(self.device),
+                                        buckets).float()
+        return torch.nn.functional.normalize(f, dim=-1)
 
     def _encode_images(self, keys: Sequence[str]) -> torch.Tensor:
         if not keys:
@@ -386,7 +401,8 @@ class _Trainer:
                            options=getattr(self.method, "opts", {}),
                            pair_loss=functools.partial(self.b.family.loss, self.model),
                            family=self.b.family,
-                           logit_bias=scaled_logit_bias(self.model, self.b.family, self.info.world))
+                           logit_bias=scaled_logit_bias(self.model, self.b.family, self.info.world),
+                           base_text=self._base_text if self.base_fwd is not None else None)
 
     def train_mode(self) -> None:
         self.model.text_model.train()

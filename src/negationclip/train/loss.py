@@ -180,3 +180,49 @@ def hard_negative_hinge(image_emb: torch.Tensor, text_emb: torch.Tensor,
         dist.all_reduce(count, op=dist.ReduceOp.SUM)
     count = count.clamp_min(1.0)
     return total / count[0] * world
+
+
+def _global_mean(total: torch.Tensor, n: int) -> torch.Tensor:
+    """``total / n`` with ``n`` summed over processes, times the world size (as
+    ``hard_negative_hinge``), so that averaging gradients over processes is exact."""
+    count = torch.tensor([float(n)], device=total.device)
+    world = world_size()
+    if world > 1:
+        dist.all_reduce(count, op=dist.ReduceOp.SUM)
+    return total / count.clamp_min(1.0)[0] * world
+
+
+def prototype_hinge(text_emb: torch.Tensor, image_emb: torch.Tensor, negative_emb: torch.Tensor,
+                    groups: list[int], margin: float) -> torch.Tensor:
+    """Mean of ``relu(margin - cos(text_k, u_g))`` over rows k with a group g >= 0, where u_g is
+    the unit mean of ``img - neg`` (unit embeddings, detached) over the rows of group g in the
+    global batch (every process's rows).
+
+    Row k is a negated caption ("X with no Y"), its image and a negative image with Y put in;
+    the group is Y. One pair's ``img - neg`` also carries whatever else differs between the two
+    images; the mean over the batch's rows negating the same Y keeps what they share (Y's
+    direction), so this asks each "no Y" text to point away from Y itself. Groups with one row
+    are left out (their mean is the pair itself). Group ids must mean the same on every process.
+    """
+    txt = F.normalize(text_emb, dim=-1)
+    diff = (F.normalize(image_emb, dim=-1) - F.normalize(negative_emb, dim=-1)).detach()
+    g = torch.tensor(groups, dtype=torch.long, device=txt.device)
+    all_diff, _ = gather_with_grad(diff)
+    all_g, _ = gather_with_grad(g)
+    total, n = txt.new_zeros(()), 0
+    for k in torch.unique(all_g[all_g >= 0]).tolist():
+        members = all_g == k
+        mine = (g == k).nonzero().flatten()
+        if int(members.sum()) < 2 or mine.numel() == 0:
+            continue
+        u = F.normalize(all_diff[members].mean(0), dim=-1)
+        total = total + F.relu(margin - txt[mine] @ u).sum()
+        n += int(mine.numel())
+    return _global_mean(total, n)
+
+
+def keep_loss(text_emb: torch.Tensor, anchor_emb: torch.Tensor) -> torch.Tensor:
+    """Mean of ``1 - cos(text, anchor)``: keeps texts (the original captions) where the base
+    model put them, which is what its image-text retrieval rests on."""
+    cos = (F.normalize(text_emb, dim=-1) * F.normalize(anchor_emb, dim=-1)).sum(-1)
+    return _global_mean((1.0 - cos).sum(), int(cos.shape[0]))

@@ -106,6 +106,9 @@ class StepContext:
     #: the bias's gradient divided by the number of processes like ``logit_scale``'s
     family: Any = None
     logit_bias: torch.Tensor | None = None
+    #: unit text features of the model as it was before training, no gradient (only for a
+    #: method with ``needs_base_text``): ``base_text(texts)`` -> [len(texts), D]
+    base_text: Callable[[Sequence[str]], torch.Tensor] | None = None
 
     def _family(self):
         if self.family is None:
@@ -196,6 +199,8 @@ class Method:
     ``uses_instances``: the method reads ``--instances`` (COCO-format objects per image); for
     the others a given file is ignored with a note (``negationclip compare`` passes one file
     to every method).
+    ``needs_base_text``: the trainer keeps a frozen copy of the model as it was before training
+    and offers its text features as ``StepContext.base_text``.
     """
 
     name: str = ""
@@ -206,6 +211,7 @@ class Method:
     options: dict[str, Any] = {}
     train_vision: str = "none"
     uses_instances: bool = False
+    needs_base_text: bool = False
     #: model families the method is defined for: a method whose softmax terms go through
     #: ``StepContext.choice_loss`` / ``two_way_loss`` (or ``pair_loss``) takes every family
     families: tuple[str, ...] = ("clip",)

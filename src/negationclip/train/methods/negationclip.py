@@ -3,6 +3,11 @@ between images and negation-inclusive captions, text tower only (final text laye
 
 This project's additions stay available: hard-negative texts (original / affirmed caption) in
 the image->text softmax, a negative image in the text->image softmax, and an optional hinge.
+Two more terms are options (``--method-option``), off by default: ``prototype_weight`` adds,
+beside the per-pair hinge on negative images, a hinge toward the batch's mean (image -
+negative image) direction of the rows negating the same object (``loss.prototype_hinge``);
+``keep_weight`` keeps the original captions' text features at the base model's
+(``loss.keep_loss``), which holds image-text retrieval when the hinges are heavy.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import torch
 from ...utils import NegationClipError
 from .. import distributed as D
 from ..data import Example, shard
-from ..loss import contrastive_loss, hard_negative_hinge, loss_value
+from ..loss import contrastive_loss, hard_negative_hinge, keep_loss, loss_value, prototype_hinge
 from .base import FIELD_HELP, Method, StepContext
 
 
@@ -26,11 +31,18 @@ class NegationClip(Method):
     needs = ()
     recipe = {}
     train_vision = "none"
+    # prototype_weight: times hard_negative_weight, like the per-pair hinge it sits beside;
+    # prototype_margin: on the cosine between a "no Y" text and Y's mean direction
+    options = {"prototype_weight": 0.0, "prototype_margin": 0.2, "keep_weight": 0.0}
 
     def __init__(self, options=None):
         self.opts = self.resolve_options(options or {})
         self.use_hard_texts = False
         self.use_hard_images = False
+
+    @property
+    def needs_base_text(self) -> bool:
+        return self.opts["keep_weight"] > 0
 
     def check_records(self, records, cfg) -> None:
         super().check_records(records, cfg)
@@ -48,6 +60,7 @@ class NegationClip(Method):
         self.use_hard_images = any(e.hard_image for e in train)
 
     def loss(self, ctx: StepContext, rows: Sequence[Example]) -> tuple[torch.Tensor, float]:
+        batch = rows  # the global batch: group ids mean the same on every process
         rows = [rows[i] for i in shard(range(len(rows)), ctx.rank, ctx.world)]
         texts = [e.text for e in rows]
         hard, owner = [], []
@@ -81,4 +94,20 @@ class NegationClip(Method):
             loss = loss + hinge
             # each process holds its own rows' share (times world): sum the shares
             value += D.all_sum(float(hinge.detach()), ctx.info, ctx.device) / ctx.world
+        extra_terms = torch.zeros((), device=ctx.device)
+        if self.opts["prototype_weight"] and self.use_hard_images:
+            with_img = [i for i, e in enumerate(rows) if e.hard_image]
+            names = {o: k for k, o in enumerate(sorted({e.object for e in batch if e.object}))}
+            groups = [names.get(rows[i].object, -1) for i in with_img]
+            ix = torch.tensor(with_img, dtype=torch.long, device=ctx.device)
+            extra_terms = extra_terms + self.cfg.hard_negative_weight * self.opts["prototype_weight"] * \
+                prototype_hinge(txt[ix], img[ix], hard_img, groups, self.opts["prototype_margin"])
+        if self.opts["keep_weight"]:
+            orig = [i for i, e in enumerate(rows) if e.kind == "original"]
+            ix = torch.tensor(orig, dtype=torch.long, device=ctx.device)
+            extra_terms = extra_terms + self.opts["keep_weight"] * keep_loss(
+                txt[ix], ctx.base_text([rows[i].text for i in orig]))
+        if self.opts["prototype_weight"] or self.opts["keep_weight"]:
+            loss = loss + extra_terms
+            value += D.all_sum(float(extra_terms.detach()), ctx.info, ctx.device) / ctx.world
         return loss, value
