@@ -202,6 +202,22 @@ def test_demo_compare_flag_reaches_the_config(monkeypatch, tmp_path):
     assert seen["cfg"].compare is False
 
 
+def test_demo_method_option_flags_reach_the_train_config(monkeypatch, tmp_path):
+    import negationclip.demo as demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda cfg: seen.setdefault("cfg", cfg))
+    assert main(["demo", "--out", str(tmp_path / "d"), "--prototype-weight", "1",
+                 "--keep-weight", "10", "--hinge-weight", "100", "--hinge-margin", "0.4",
+                 "--original-ratio", "0.6"]) == 0
+    tc = demo.train_config(seen["cfg"])
+    assert (tc.hard_negative_weight, tc.hard_negative_margin, tc.original_ratio) == (100.0, 0.4, 0.6)
+    assert tc.method == "negationclip"
+    assert tc.method_options == {"prototype_weight": 1.0, "keep_weight": 10.0}
+    assert demo.train_config(demo.DemoConfig()).method_options == {}  # off by default
+    assert main(["demo", "--out", str(tmp_path / "e"), "--keep-weight", "-1"]) == 2
+
+
 def test_field_inputs_name_the_world_files(world):
     from negationclip.data.negworld import WorldExport
     from negationclip.demo import FIELD_SPECS, field_inputs

@@ -102,6 +102,11 @@ class DemoConfig:
     train_vision: str = "last-1"
     hard_negative_margin: float | None = 0.2
     hard_negative_weight: float = 50.0  # the margin term must outweigh the in-batch softmax
+    # the negationclip method's options (train/methods/negationclip.py): a hinge toward each
+    # negated object's mean direction in the batch (times hard_negative_weight), and a term
+    # keeping the original captions' text features at the base model's (holds retrieval)
+    prototype_weight: float = 0.0
+    keep_weight: float = 0.0
     max_grad_norm: float | None = None
     val_fraction: float = 0.0          # no validation split: the last weights are the result
     # --quick: a small world with a seed the base model never saw, and a short fine-tune
@@ -312,6 +317,8 @@ def train_config(cfg: DemoConfig):
                               hard_negative_weight=cfg.hard_negative_weight,
                               mine_negative_images=cfg.mine_negative_images,
                               train_vision=cfg.train_vision,
+                              method_options={k: v for k, v in (("prototype_weight", cfg.prototype_weight),
+                                                                ("keep_weight", cfg.keep_weight)) if v},
                               val_fraction=cfg.val_fraction, seed=cfg.seed, device="cpu",
                               checkpoint_every_steps=max(50, cfg.finetune_steps() // 2))
 
@@ -544,6 +551,8 @@ def report_markdown(rep: dict) -> str:
         + (", other rows: a train image whose captions show the object (mined)"
            if c['finetune']['mine_negative_images'] else "")
         + f", hinge weight {c['finetune']['hard_negative_weight']}"
+        + "".join(f", {k.replace('_', ' ')} {v}" for k, v in
+                  (c['finetune'].get('method_options') or {}).items())
         + (f"; best checkpoint by validation loss (step {d['finetune']['best_step']}). "
            if c['finetune']['val_fraction'] else "; the last weights are the result. ")
         + 

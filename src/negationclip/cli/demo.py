@@ -51,6 +51,21 @@ def _add_demo(sub) -> None:
                         "recipe's); 'none' is the paper's text-only fine-tuning")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="fine-tuning batch size (default: the recipe's)")
+    p.add_argument("--hinge-weight", type=float, default=None, metavar="W",
+                   help="weight of the hinge on negative images and texts (default: the "
+                        "recipe's)")
+    p.add_argument("--hinge-margin", type=float, default=None, metavar="M",
+                   help="its margin, on cosine similarities (default: the recipe's)")
+    p.add_argument("--original-ratio", type=float, default=None, metavar="R",
+                   help="original captions per negated one in the mix (default: the recipe's)")
+    p.add_argument("--prototype-weight", type=float, default=None, metavar="W",
+                   help="the negationclip method's prototype hinge: each 'no Y' caption against "
+                        "the batch's mean direction (image - negative image) of the rows negating "
+                        "Y, times the hinge weight (default: the recipe's, 0 = off)")
+    p.add_argument("--keep-weight", type=float, default=None, metavar="W",
+                   help="keep the original captions' text features at the base model's (1 - "
+                        "cosine, times W): holds retrieval under heavy hinges (default: the "
+                        "recipe's, 0 = off)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_demo)
 
@@ -84,6 +99,15 @@ def _cmd_demo(args) -> int:
             cfg.quick_batch_size = args.batch_size
         else:
             cfg.batch_size = args.batch_size
+    for flag, field in (("hinge_weight", "hard_negative_weight"),
+                        ("hinge_margin", "hard_negative_margin"),
+                        ("original_ratio", "original_ratio"),
+                        ("prototype_weight", "prototype_weight"), ("keep_weight", "keep_weight")):
+        v = getattr(args, flag)
+        if v is not None:
+            if v < 0:
+                raise NegationClipError(f"demo: --{flag.replace('_', '-')} must be >= 0, got {v}")
+            setattr(cfg, field, v)
     if args.steps is not None:
         if args.quick:
             cfg.quick_steps = args.steps
