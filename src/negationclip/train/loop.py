@@ -357,26 +357,21 @@ class _Trainer:
             base = copy.deepcopy(self.model).eval().requires_grad_(False)
             self.base_fwd = functools.partial(_text_features, base)
 
-    def _encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+    def _encode_text(self, texts: Sequence[str], fwd=None) -> torch.Tensor:
         if not texts:
             return torch.zeros((0, self.b.embed_dim), device=self.device)
+        fwd = fwd or self.fwd
         ids, mask = self.d.tokens.batch(list(texts))
         ids, mask = ids.to(self.device), mask.to(self.device)
         buckets = 1 if self.d.tokens.fixed_padding else self.cfg.text_buckets
         if self.autocast is not None:
             with self.autocast():
-                return text_features_by_length(self.fwd, ids, mask, buckets).float()
-        return text_features_by_length(self.fwd, ids, mask, buckets).float()
+                return text_features_by_length(fwd, ids, mask, buckets).float()
+        return text_features_by_length(fwd, ids, mask, buckets).float()
 
     def _base_text(self, texts: Sequence[str]) -> torch.Tensor:
-        if not texts:
-            return torch.zeros((0, self.b.embed_dim), device=self.device)
-        ids, mask = self.d.tokens.batch(list(texts))
-        buckets = 1 if self.d.tokens.fixed_padding else self.cfg.text_buckets
         with torch.no_grad():
-            f = text_features_by_length(self.base_fwd, ids.to(self.device), mask.to(self.device),
-                                        buckets).float()
-        return torch.nn.functional.normalize(f, dim=-1)
+            return torch.nn.functional.normalize(self._encode_text(texts, self.base_fwd), dim=-1)
 
     def _encode_images(self, keys: Sequence[str]) -> torch.Tensor:
         if not keys:
