@@ -159,6 +159,16 @@ def loss_value(loss: torch.Tensor) -> float:
     return float(loss.detach().float().item()) / world_size()
 
 
+def _global_mean(total: torch.Tensor, n: int) -> torch.Tensor:
+    """``total / n`` with ``n`` summed over processes, times the world size (the hinges
+    below), so that averaging gradients over processes is exact."""
+    count = torch.tensor([float(n)], device=total.device)
+    world = world_size()
+    if world > 1:
+        dist.all_reduce(count, op=dist.ReduceOp.SUM)
+    return total / count.clamp_min(1.0)[0] * world
+
+
 def hard_negative_hinge(image_emb: torch.Tensor, text_emb: torch.Tensor,
                         hard_emb: torch.Tensor, owner: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean of ``relu(margin - (cos(img, text) - cos(img, hard)))`` over hard negatives.
@@ -173,23 +183,7 @@ def hard_negative_hinge(image_emb: torch.Tensor, text_emb: torch.Tensor,
     hard = F.normalize(hard_emb, dim=-1)
     pos = (img[owner] * txt[owner]).sum(-1)
     neg = (img[owner] * hard).sum(-1)
-    total = F.relu(margin - (pos - neg)).sum()
-    count = torch.tensor([float(hard.shape[0])], device=hard.device)
-    world = world_size()
-    if world > 1:
-        dist.all_reduce(count, op=dist.ReduceOp.SUM)
-    count = count.clamp_min(1.0)
-    return total / count[0] * world
-
-
-def _global_mean(total: torch.Tensor, n: int) -> torch.Tensor:
-    """``total / n`` with ``n`` summed over processes, times the world size (as
-    ``hard_negative_hinge``), so that averaging gradients over processes is exact."""
-    count = torch.tensor([float(n)], device=total.device)
-    world = world_size()
-    if world > 1:
-        dist.all_reduce(count, op=dist.ReduceOp.SUM)
-    return total / count.clamp_min(1.0)[0] * world
+    return _global_mean(F.relu(margin - (pos - neg)).sum(), int(hard.shape[0]))
 
 
 def prototype_hinge(text_emb: torch.Tensor, image_emb: torch.Tensor, negative_emb: torch.Tensor,
