@@ -148,3 +148,29 @@ def test_negationclip_options_add_the_terms_and_base_text_stays_the_starting_mod
     assert float(keep) > 1e-4 and abs(float(loss2 - plain2 - keep)) < 1e-4
     with pytest.raises(NegationClipError, match="unknown option"):
         get_method("negationclip", {"keep": 1.0})
+
+
+def test_prototype_term_groups_attribute_negations_by_their_negated_property(dataset, tiny, tmp_path):
+    """Scene-graph part records ("a square that is not yellow") name no object: the prototype
+    term groups them by ``negated_property``, exactly as if that were their object."""
+    root, recs = dataset
+    props = ["color:red", "color:red", "size:small", "size:small", "color:red", "size:small"]
+    recs = [dict(r, negative_image=f"{(i + 1) % len(recs):03d}.png") for i, r in enumerate(recs)]
+    for r, p in zip(recs, props):
+        del r["object"]
+        r["negated_property"] = p
+    cfg = TrainConfig(batch_size=6, val_fraction=0.0, mix="negated", mine_negative_images=False,
+                      cache_dir=str(tmp_path / "cache"), method_options={"prototype_weight": 1.0})
+    data = _prepare(tiny, recs, root / "images", cfg, DistInfo(), lambda m: None, None)
+    trainer = _Trainer(tiny, data, cfg, DistInfo(), torch.device("cpu"))
+    rows = [e for e in data.train if e.negated_property]  # read from the record
+    assert len(rows) == len(props) and not any(e.object for e in rows)
+    as_object = [dataclasses.replace(e, object=f"property:{e.negated_property}", negated_property=None)
+                 if e.negated_property else e for e in rows]
+    neither = [dataclasses.replace(e, negated_property=None) if e.negated_property else e for e in rows]
+    got, as_obj = trainer.batch_loss(rows)[0], trainer.batch_loss(as_object)[0]
+    assert abs(float(got - as_obj)) < 1e-6
+    plain = _Trainer(tiny, data, dataclasses.replace(cfg, method_options={}), DistInfo(),
+                     torch.device("cpu")).batch_loss(neither)[0]
+    assert abs(float(trainer.batch_loss(neither)[0] - plain)) < 1e-6  # nothing to group by
+    assert float(got - plain) > 1e-4  # the grouped rows add the term

@@ -42,6 +42,8 @@ class CaptionRecord:
     present_objects: list[str] | None = None  # optional: objects shown in the image (methods/omni)
     negative_texts: list[str] | None = None  # optional: texts false of the image, always used as
     #                                          hard negatives of the negated row (presence negation)
+    negated_property: str | None = None  # optional: a part/attribute negation's "kind:value"
+    #                                      (NegWorld scene-graph records: "color:yellow")
 
 
 @dataclass
@@ -55,6 +57,9 @@ class Example:
     hard_image: str | None = None
     where: str = ""
     object: str | None = None       # the negated object (P1), for mining hard-negative images
+    # an attribute or part the row negates instead of an object ("color:yellow"): with
+    # ``object``, what the negationclip method's prototype term groups rows by
+    negated_property: str | None = None
     aux: dict = field(default_factory=dict)  # a training method's own per-row data (methods/)
 
 
@@ -104,7 +109,8 @@ def _from_generation(path: Path, rows: Iterable[tuple[int, dict]], report: ReadR
             object=r.get("object"), pipeline=r.get("pipeline"),
             negative_image=r.get("negative_image") or None, where=where,
             present_objects=_names(r.get("present_objects")),
-            negative_texts=_names(r.get("negative_texts"))))
+            negative_texts=_names(r.get("negative_texts")),
+            negated_property=_text(r.get("negated_property"))))
 
 
 def _from_coco(path: Path, data: dict, report: ReadReport) -> None:
@@ -219,7 +225,7 @@ def build_examples(records: Sequence[CaptionRecord], *, image_root: str | Path |
                     notes["negated rows without an 'affirmed' caption for a hard negative"] += 1
             hard.extend(t for t in r.negative_texts or () if t != r.negated)
             negated_rows.append(Example(key, r.negated, "negated", tuple(hard), hard_img, r.where,
-                                        r.object))
+                                        r.object, r.negated_property))
         if r.original is not None and (key, r.original) not in originals:
             originals[(key, r.original)] = Example(key, r.original, "original", (), None, r.where)
     orig_rows = list(originals.values())

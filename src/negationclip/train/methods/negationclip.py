@@ -5,7 +5,8 @@ This project's additions stay available: hard-negative texts (original / affirme
 the image->text softmax, a negative image in the text->image softmax, and an optional hinge.
 Two more terms are options (``--method-option``), off by default: ``prototype_weight`` adds,
 beside the per-pair hinge on negative images, a hinge toward the batch's mean (image -
-negative image) direction of the rows negating the same object (``loss.prototype_hinge``);
+negative image) direction of the rows negating the same object, or the same attribute for
+records that carry ``negated_property`` (``loss.prototype_hinge``);
 ``keep_weight`` keeps the original captions' text features at the base model's
 (``loss.keep_loss``), which holds image-text retrieval when the hinges are heavy.
 """
@@ -21,6 +22,14 @@ from .. import distributed as D
 from ..data import Example, shard
 from ..loss import contrastive_loss, hard_negative_hinge, keep_loss, loss_value, prototype_hinge
 from .base import FIELD_HELP, Method, StepContext
+
+
+def _negates(e: Example) -> str | None:
+    """What a row's caption negates, the prototype term's group: its object ("dog"), else its
+    negated attribute or part ("color:yellow"; kinds never collide with object names)."""
+    if e.object:
+        return e.object
+    return f"property:{e.negated_property}" if e.negated_property else None
 
 
 class NegationClip(Method):
@@ -97,8 +106,8 @@ class NegationClip(Method):
         extra_terms = torch.zeros((), device=ctx.device)
         if self.opts["prototype_weight"] and self.use_hard_images:
             with_img = [i for i, e in enumerate(rows) if e.hard_image]
-            names = {o: k for k, o in enumerate(sorted({e.object for e in batch if e.object}))}
-            groups = [names.get(rows[i].object, -1) for i in with_img]
+            names = {o: k for k, o in enumerate(sorted({_negates(e) for e in batch} - {None}))}
+            groups = [names.get(_negates(rows[i]), -1) for i in with_img]
             ix = torch.tensor(with_img, dtype=torch.long, device=ctx.device)
             extra_terms = extra_terms + self.cfg.hard_negative_weight * self.opts["prototype_weight"] * \
                 prototype_hinge(txt[ix], img[ix], hard_img, groups, self.opts["prototype_margin"])
