@@ -8,7 +8,7 @@ import pytest
 from negationclip.cli import main
 from negationclip.data.negworld import COLORS, WorldConfig, build_world, load_scenes, negref_box
 from negationclip.data.negworld.phrasing import TRAIN_NEGATION_CUES, contains_negation, uses_heldout_cue
-from negationclip.data.negworld.scene_records import write_scene_records
+from negationclip.data.negworld.scene_records import PART_PROPERTIES, write_scene_records
 from negationclip.models.crops import KeyLoader, parse_crop_key
 from negationclip.utils import read_jsonl
 
@@ -20,7 +20,8 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("sr") / "world"
     build_world(root, CFG, show_progress=False)
     out = root.parent / "sg.jsonl"
-    counts = write_scene_records(root, out, seed=1, show_progress=False)
+    counts = write_scene_records(root, out, seed=1, show_progress=False,
+                                 part_properties=PART_PROPERTIES)  # every kind, to check each
     return root, load_scenes(root / "scenes.json"), read_jsonl(out), counts
 
 
@@ -117,7 +118,8 @@ def test_kinds_split_and_presence_fraction_keeps_the_other_records(world, tmp_pa
         parse_kinds("parts,colour")
     root, _, recs, _ = world  # seed 1, every kind, every presence record
     assert main(["world", "records", "--world", str(root), "--out", str(tmp_path / "h.jsonl"),
-                 "--seed", "1", "--presence-fraction", "0.5"]) == 0
+                 "--seed", "1", "--presence-fraction", "0.5",
+                 "--part-properties", "color,size,part"]) == 0
     half = read_jsonl(tmp_path / "h.jsonl")
     key = lambda r: r["id"]
     pres = [r for r in recs if r["kind"] == "presence-negation"]
@@ -153,3 +155,19 @@ def test_records_train_through_the_loop(world, tmp_path):
                                hard_negative_margin=0.2, cache_dir=str(tmp_path / "cache")),
                    tmp_path / "run", image_root=root / "images", verbose=False)
     assert res.n_train == len(rows) and not res.skipped
+
+
+def test_default_part_records_leave_size_out_and_the_rest_unchanged(world, tmp_path):
+    """Size twins look the same once the crop (which grows with the object) is resized: the
+    default skips them, counts the skips, and writes every other record as before."""
+    from negationclip.utils import NegationClipError
+
+    root, _, every, counts = world
+    out = tmp_path / "default.jsonl"
+    got = write_scene_records(root, out, seed=1, show_progress=False)
+    sizes = [r for r in every if r.get("negated_property", "").startswith("size:")]
+    assert sizes and got["parts_skipped"] == len(sizes) == counts["parts"] - got["parts"]
+    assert counts["parts_skipped"] == 0
+    assert read_jsonl(out) == [r for r in every if r not in sizes]
+    with pytest.raises(NegationClipError, match="part properties"):
+        write_scene_records(root, tmp_path / "bad.jsonl", part_properties=("shape",))

@@ -194,6 +194,10 @@ def _add_world_records(wsub) -> None:
                    help="comma-separated: parts, absence, presence; existence = absence,presence")
     p.add_argument("--presence-fraction", type=float, default=1.0,
                    help="presence-negation records for this seeded share of the scenes (0-1)")
+    p.add_argument("--part-properties", default="color,part", metavar="PROPS",
+                   help="what 'parts' records may negate, comma-separated: color, size, part "
+                        "(size is off by default: the crop grows with the object, so a re-sized "
+                        "twin crop looks the same once resized)")
     p.add_argument("--limit", type=positive_int, default=None, help="at most this many train scenes (seeded sample)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of phrasings and twins")
     p.set_defaults(func=_cmd_world_records)
@@ -209,7 +213,9 @@ def _cmd_world_records(args) -> int:
 
     counts = write_scene_records(args.world, args.out, kinds=parse_kinds(args.kinds),
                                  seed=args.seed, limit=args.limit,
-                                 presence_fraction=args.presence_fraction)
+                                 presence_fraction=args.presence_fraction,
+                                 part_properties=tuple(x.strip() for x in args.part_properties.split(",")
+                                                       if x.strip()))
     print(json.dumps(counts, indent=2))
     print(f"wrote {args.out}")
     return 0

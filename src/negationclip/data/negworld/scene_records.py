@@ -37,6 +37,12 @@ from .vocab import COLORS, PARTS, article, plural
 
 SG_DIR = "images_sg"
 KINDS = ("parts", "absence", "presence")
+PART_PROPERTIES = ("color", "size", "part")  # what a part-negation record can negate
+# Size is left out by default: the crop box grows with the object (``negref_box``), so after the
+# resize to the model's input an object and its re-sized twin look the same; the hinge on that
+# pair asks the text to separate two near-identical images, noise for training. (NegRef keeps its
+# size items: they test the model, not the records.)
+DEFAULT_PART_PROPERTIES = ("color", "part")
 ALIASES = {"existence": ("absence", "presence")}  # the two existence kinds together
 
 
@@ -126,6 +132,7 @@ def _sentence_kw(cat: str, t: str) -> dict:
 def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *,
                         kinds: tuple[str, ...] = KINDS, seed: int = 0, split: str = "train",
                         limit: int | None = None, presence_fraction: float = 1.0,
+                        part_properties: tuple[str, ...] = DEFAULT_PART_PROPERTIES,
                         show_progress: bool = True) -> dict:
     """Write ``kinds`` records for the ``split`` scenes of a NegWorld export to ``out`` (JSONL,
     the generation layout plus ``negative_texts``); returns counts per kind (``existence``:
@@ -134,8 +141,15 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
     ``limit``: at most this many scenes (seeded sample), to bound rendering time.
     ``presence_fraction``: presence-negation records for this seeded share of the scenes only
     (the other records are the same whatever it is).
+    ``part_properties``: which properties a part record may negate (``PART_PROPERTIES``); a
+    drawn property outside it is skipped and counted (``parts_skipped``), and the records
+    written are the same as with every property, less the skipped ones.
     """
     kinds = parse_kinds(",".join(kinds))
+    bad = sorted(set(part_properties) - set(PART_PROPERTIES))
+    if bad or not part_properties:
+        raise NegationClipError(f"scene records: part properties must be some of "
+                                f"{', '.join(PART_PROPERTIES)}, got {', '.join(part_properties) or 'none'}")
     if not 0.0 <= presence_fraction <= 1.0:
         raise NegationClipError(f"scene records: presence_fraction must be in [0, 1], "
                                 f"got {presence_fraction}")
@@ -153,6 +167,8 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
     sg = root / SG_DIR
     sg.mkdir(exist_ok=True)
     counts = {"scenes": len(scenes), **{k: 0 for k in kinds}, "images_rendered": 0}
+    if "parts" in kinds:
+        counts["parts_skipped"] = 0
     existence = "absence" in kinds or "presence" in kinds
     tmp = Path(str(out) + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -175,6 +191,10 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
                     if min(bbox(o)[2:]) < min_side:
                         continue
                     kind, value, text, aff, twin = _negate_property(o, rng, s.width, wcfg)
+                    if kind not in part_properties:
+                        _true_phrase(o, rng)  # the draws a written record makes: the rest match
+                        counts["parts_skipped"] += 1
+                        continue
                     objs = list(s.objects)
                     objs[j] = twin
                     neg = save(replace(s, objects=objs), f"part_{s.id:06d}_{j}.png")
