@@ -207,14 +207,20 @@ def test_demo_method_option_flags_reach_the_train_config(monkeypatch, tmp_path):
 
     seen = {}
     monkeypatch.setattr(demo, "run_demo", lambda cfg: seen.setdefault("cfg", cfg))
-    assert main(["demo", "--out", str(tmp_path / "d"), "--prototype-weight", "1",
-                 "--keep-weight", "10", "--hinge-weight", "100", "--hinge-margin", "0.4",
+    assert main(["demo", "--out", str(tmp_path / "d"), "--prototype-weight", "0.5",
+                 "--keep-weight", "3", "--hinge-weight", "100", "--hinge-margin", "0.4",
                  "--original-ratio", "0.6"]) == 0
     tc = demo.train_config(seen["cfg"])
     assert (tc.hard_negative_weight, tc.hard_negative_margin, tc.original_ratio) == (100.0, 0.4, 0.6)
     assert tc.method == "negationclip"
-    assert tc.method_options == {"prototype_weight": 1.0, "keep_weight": 10.0}
-    assert demo.train_config(demo.DemoConfig()).method_options == {}  # off by default
+    assert tc.method_options == {"prototype_weight": 0.5, "keep_weight": 3.0}
+    default = demo.train_config(demo.DemoConfig())  # the recipe's
+    assert default.method_options == {"prototype_weight": 1.0, "keep_weight": 10.0}
+    assert (default.hard_negative_weight, default.train_vision) == (75.0, "none")
+    seen.clear()
+    assert main(["demo", "--out", str(tmp_path / "p"), "--prototype-weight", "0",
+                 "--keep-weight", "0"]) == 0
+    assert demo.train_config(seen["cfg"]).method_options == {}  # 0 turns a term off
     assert main(["demo", "--out", str(tmp_path / "e"), "--keep-weight", "-1"]) == 2
 
 
@@ -259,6 +265,13 @@ def test_targets_are_issue_13s_and_the_recipe_paragraph_follows_the_config():
     c["train_vision"] = "last-1"
     assert "--train-vision last-1" in recipe_paragraph(c)
     assert "Text tower only" not in recipe_paragraph(c)
+    text = recipe_paragraph(c)
+    assert "--prototype-weight 1.0" in text and "--keep-weight 10.0" in text
+    assert "not size" in text  # the default part records leave size out, and say why
+    c["scene_part_properties"] = "color,size,part"
+    c["finetune"] = {**c["finetune"], "method_options": {}}
+    text = recipe_paragraph(c)
+    assert "not size" not in text and "prototype" not in text and "keep term" not in text
 
 
 def test_demo_options_reach_the_config(monkeypatch, tmp_path, capsys):
@@ -267,15 +280,17 @@ def test_demo_options_reach_the_config(monkeypatch, tmp_path, capsys):
     seen = {}
     monkeypatch.setattr(demo, "run_demo", lambda cfg: seen.setdefault("cfg", cfg))
     assert main(["demo", "--out", str(tmp_path / "d"), "--scene-records", "parts,existence",
-                 "--presence-fraction", "0.25", "--train-vision", "last-2"]) == 0
+                 "--presence-fraction", "0.25", "--train-vision", "last-2",
+                 "--part-properties", "color, size,part"]) == 0
     cfg = seen["cfg"]
     assert (cfg.scene_records, cfg.scene_presence_fraction, cfg.train_vision) == \
         ("parts,absence,presence", 0.25, "last-2")
+    assert cfg.scene_part_properties == "color,size,part"
     seen.clear()
     assert main(["demo", "--out", str(tmp_path / "e"), "--scene-records", "none"]) == 0
     assert seen["cfg"].scene_records == ""
     for bad in (["--scene-records", "parts,colour"], ["--presence-fraction", "1.5"],
-                ["--train-vision", "first-1"]):
+                ["--train-vision", "first-1"], ["--part-properties", "color,shape"]):
         capsys.readouterr()
         assert main(["demo", "--out", str(tmp_path / "f"), *bad]) == 2
         assert "error:" in capsys.readouterr().err

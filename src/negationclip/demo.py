@@ -65,12 +65,14 @@ METRIC_LABELS.update({s[0]: s[1] for s in FIELD_SPECS})
 @dataclass
 class DemoConfig:
     """What the demo runs. Fine-tuning defaults are the recipe found on NegWorld (the report's
-    "The recipe, and why"): the text tower and the last vision layer; P1 + P2 negated captions
-    plus some originals, each with a negative image (the scene with the negated object put in)
-    under a hinge, and NegWorld's scene-graph records (``scene_records``: part/attribute
-    negations on object crops against their re-rendered twin crop; absence and
-    presence-negation statements). ``scene_records=""`` and ``train_vision="none"`` give the
-    paper's setting (text tower only, P1 + P2)."""
+    "The recipe, and why"): the text tower only; P1 + P2 negated captions plus some originals,
+    each with a negative image (the scene with the negated object put in) under a hinge, and
+    NegWorld's scene-graph records (``scene_records``: colour and part negations on object
+    crops against their re-rendered twin crop; absence and presence-negation statements); the
+    negationclip method's prototype hinge (grouped by negated object or attribute) and its
+    keep term (original captions held at the base's text features). ``scene_records=""``,
+    ``prototype_weight=0``, ``keep_weight=0`` and ``hard_negative_weight=50`` give the paper's
+    setting (text tower only, P1 + P2, with this project's hinge)."""
 
     out: str = "runs/demo"
     quick: bool = False
@@ -95,18 +97,22 @@ class DemoConfig:
     # vision layer (train_vision): the only source that lifts NegRef and VALSE existence (see
     # the README's demo section for both recipes' figures)
     scene_records: str = "parts,absence,presence"
+    # what a part record may negate (scene_records.PART_PROPERTIES); size is left out: the crop
+    # grows with the object, so an object and its re-sized twin look the same once resized
+    scene_part_properties: str = "color,part"
     scene_records_limit: int | None = 4000  # at most this many train scenes (None: all)
     scene_presence_fraction: float = 1.0  # presence-negation records for this share of scenes
     # what of the vision tower trains besides the text tower: "none" (the paper) or "last-K"
-    # (the last K layers, post layer norm and projection; see train --train-vision)
-    train_vision: str = "last-1"
+    # (the last K layers, post layer norm and projection; see train --train-vision). The text
+    # tower alone holds retrieval better here (the image side then never moves)
+    train_vision: str = "none"
     hard_negative_margin: float | None = 0.2
-    hard_negative_weight: float = 50.0  # the margin term must outweigh the in-batch softmax
+    hard_negative_weight: float = 75.0  # the margin term must outweigh the in-batch softmax
     # the negationclip method's options (train/methods/negationclip.py): a hinge toward each
     # negated object's mean direction in the batch (times hard_negative_weight), and a term
     # keeping the original captions' text features at the base model's (holds retrieval)
-    prototype_weight: float = 0.0
-    keep_weight: float = 0.0
+    prototype_weight: float = 1.0
+    keep_weight: float = 10.0
     max_grad_norm: float | None = None
     val_fraction: float = 0.0          # no validation split: the last weights are the result
     # --quick: a small world with a seed the base model never saw, and a short fine-tune
@@ -292,11 +298,14 @@ def scene_graph_records(world, path: Path, cfg: DemoConfig) -> dict:
     limit = cfg.scene_records_limit
     if cfg.quick:
         limit = min(limit or cfg.quick_images, cfg.quick_images // 2)
+    props = tuple(p.strip() for p in cfg.scene_part_properties.split(",") if p.strip())
     counts = write_scene_records(world.root, path, kinds=kinds, seed=cfg.seed, limit=limit,
                                  presence_fraction=cfg.scene_presence_fraction,
-                                 show_progress=False)
+                                 part_properties=props, show_progress=False)
+    skipped = (f" ({counts['parts_skipped']} part negations of other properties than "
+               f"{', '.join(props)} skipped)" if counts.get("parts_skipped") else "")
     print(f"      scene graph: " + ", ".join(f"{k} {counts[k]}" for k in kinds)
-          + f" records from {counts['scenes']} train scenes")
+          + f" records from {counts['scenes']} train scenes{skipped}")
     return counts
 
 
@@ -506,6 +515,21 @@ def recipe_paragraph(c: dict) -> str:
                  "They need the scene graph: on real data use P1 + P2 (`--scene-records none`).")
     else:
         text += " No scene-graph records (`--scene-records none`): P1 + P2 only, as in the paper."
+    props = c.get("scene_part_properties") or ""
+    if "parts" in kinds and props and "size" not in props:
+        text += (f" Part records negate only {props.replace(',', ', ')}, not size "
+                 "(`--part-properties`): the crop grows with the object, so an object and its "
+                 "re-sized twin look the same to the model and that pair only adds noise.")
+    opts = f.get("method_options") or {}
+    if opts.get("prototype_weight"):
+        text += (f" The prototype hinge (`--prototype-weight {opts['prototype_weight']}`) asks each "
+                 "negated text to point along the batch's mean (image - negative image) direction "
+                 "of the rows negating the same object or attribute, which keeps what those pairs "
+                 "share and averages out the rest; it lifts balanced and held-out phrasing.")
+    if opts.get("keep_weight"):
+        text += (f" The keep term (`--keep-weight {opts['keep_weight']}`) holds the original "
+                 "captions' text features at the base model's: the harder push on negation "
+                 "otherwise collapses image-text retrieval.")
     if vision != "none":
         text += (" Why the vision layer: with the tower frozen, the best text-only rule reaches "
                  "the ceiling measured by `negationclip ceiling`; training the last layer lets "

@@ -14,8 +14,8 @@ def _add_demo(sub) -> None:
                 "Export NegWorld (COCO, VQAv2, NegRefCOCOg, VALSE formats, balanced negation "
                 "pairs), benchmark the shipped tiny base CLIP, generate P1 + P2 negated captions "
                 "with the offline rules backends (plus NegWorld's scene-graph part, absence and "
-                "presence records, see --scene-records), fine-tune the text encoder and the last "
-                "vision layer (--train-vision), benchmark again, and "
+                "presence records, see --scene-records), fine-tune the text encoder (and, with "
+                "--train-vision, vision layers), benchmark again, and "
                 "write OUT/report.md, OUT/report.json, OUT/metrics.png and OUT/pairs.png. All "
                 "figures are measured on held-out test images.",
                 "examples:\n"
@@ -23,7 +23,8 @@ def _add_demo(sub) -> None:
                 "  negationclip demo --out runs/demo-quick --quick      # < 90 s smoke run\n"
                 "  negationclip demo --out runs/demo-ablation --ablation # + P1/Rand-P1/P2 rows\n"
                 "  negationclip demo --out runs/demo-paper --scene-records none \\\n"
-                "      --train-vision none   # the paper's setting: P1 + P2, text tower only\n"
+                "      --prototype-weight 0 --keep-weight 0 --hinge-weight 50\n"
+                "      # the paper's setting: P1 + P2, text tower only (+ this project's hinge)\n"
                 "  negationclip demo --out runs/demo --compare  # + every method head to head")
     p.add_argument("--out", default="runs/demo", help="output folder (reused parts are kept)")
     p.add_argument("--quick", action="store_true",
@@ -43,6 +44,9 @@ def _add_demo(sub) -> None:
                    help="NegWorld scene-graph records added to P1 + P2, comma-separated: parts, "
                         "absence, presence (existence = absence,presence), or 'none' (P1 + P2 "
                         "only). Default: the recipe's")
+    p.add_argument("--part-properties", default=None, metavar="PROPS",
+                   help="what part records may negate, comma-separated: color, size, part "
+                        "(default: the recipe's, color,part: a re-sized twin crop looks the same)")
     p.add_argument("--presence-fraction", type=float, default=None, metavar="F",
                    help="presence-negation records for this share of the scenes (0-1; default: "
                         "the recipe's)")
@@ -84,6 +88,15 @@ def _cmd_demo(args) -> int:
             cfg.scene_records = ",".join(parse_kinds(kinds))
         except NegationClipError as e:
             raise NegationClipError(f"demo: --scene-records: {e} (or none)") from None
+    if args.part_properties is not None:
+        from ..data.negworld.scene_records import PART_PROPERTIES
+
+        props = [x.strip() for x in args.part_properties.split(",") if x.strip()]
+        bad = sorted(set(props) - set(PART_PROPERTIES))
+        if bad or not props:
+            raise NegationClipError(f"demo: --part-properties must be some of "
+                                    f"{', '.join(PART_PROPERTIES)}, got {args.part_properties!r}")
+        cfg.scene_part_properties = ",".join(props)
     if args.presence_fraction is not None:
         if not 0.0 <= args.presence_fraction <= 1.0:
             raise NegationClipError(f"demo: --presence-fraction must be in [0, 1], got "
