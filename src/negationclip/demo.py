@@ -93,9 +93,8 @@ class DemoConfig:
     scene_negatives: bool = True       # NegWorld only: the same scene with Y put in (scene graph)
     # NegWorld only: records read off the scene graphs (data/negworld/scene_records.py): part
     # and attribute negations on object crops with their twin crop, absence and presence
-    # negation statements; "" for P1 + P2 only (the paper's data). On by default, with the last
-    # vision layer (train_vision): the only source that lifts NegRef and VALSE existence (see
-    # the README's demo section for both recipes' figures)
+    # negation statements; "" for P1 + P2 only (the paper's data). On by default: the only
+    # source that lifts NegRef and VALSE existence (see the README's demo section)
     scene_records: str = "parts,absence,presence"
     # what a part record may negate (scene_records.PART_PROPERTIES); size is left out: the crop
     # grows with the object, so an object and its re-sized twin look the same once resized
@@ -292,13 +291,13 @@ def scene_graph_records(world, path: Path, cfg: DemoConfig) -> dict:
     """NegWorld's scene-graph records (``cfg.scene_records`` kinds) from the train scenes."""
     from .data.negworld.scene_records import write_scene_records
 
-    from .data.negworld.scene_records import parse_kinds
+    from .data.negworld.scene_records import parse_kinds, parse_part_properties
 
     kinds = parse_kinds(cfg.scene_records)
     limit = cfg.scene_records_limit
     if cfg.quick:
         limit = min(limit or cfg.quick_images, cfg.quick_images // 2)
-    props = tuple(p.strip() for p in cfg.scene_part_properties.split(",") if p.strip())
+    props = parse_part_properties(cfg.scene_part_properties)
     counts = write_scene_records(world.root, path, kinds=kinds, seed=cfg.seed, limit=limit,
                                  presence_fraction=cfg.scene_presence_fraction,
                                  part_properties=props, show_progress=False)

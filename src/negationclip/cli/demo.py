@@ -89,14 +89,12 @@ def _cmd_demo(args) -> int:
         except NegationClipError as e:
             raise NegationClipError(f"demo: --scene-records: {e} (or none)") from None
     if args.part_properties is not None:
-        from ..data.negworld.scene_records import PART_PROPERTIES
+        from ..data.negworld.scene_records import parse_part_properties
 
-        props = [x.strip() for x in args.part_properties.split(",") if x.strip()]
-        bad = sorted(set(props) - set(PART_PROPERTIES))
-        if bad or not props:
-            raise NegationClipError(f"demo: --part-properties must be some of "
-                                    f"{', '.join(PART_PROPERTIES)}, got {args.part_properties!r}")
-        cfg.scene_part_properties = ",".join(props)
+        try:
+            cfg.scene_part_properties = ",".join(parse_part_properties(args.part_properties))
+        except NegationClipError as e:
+            raise NegationClipError(f"demo: --part-properties: {e}") from None
     if args.presence_fraction is not None:
         if not 0.0 <= args.presence_fraction <= 1.0:
             raise NegationClipError(f"demo: --presence-fraction must be in [0, 1], got "

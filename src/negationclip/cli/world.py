@@ -209,13 +209,12 @@ def _cmd_world_records(args) -> int:
     from ..data.negworld.scene_records import write_scene_records
 
     check_output(args.out, kind="file")
-    from ..data.negworld.scene_records import parse_kinds
+    from ..data.negworld.scene_records import parse_kinds, parse_part_properties
 
     counts = write_scene_records(args.world, args.out, kinds=parse_kinds(args.kinds),
                                  seed=args.seed, limit=args.limit,
                                  presence_fraction=args.presence_fraction,
-                                 part_properties=tuple(x.strip() for x in args.part_properties.split(",")
-                                                       if x.strip()))
+                                 part_properties=parse_part_properties(args.part_properties))
     print(json.dumps(counts, indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -59,6 +59,18 @@ def parse_kinds(text: str) -> tuple[str, ...]:
         out += ALIASES.get(k, (k,))
     return tuple(dict.fromkeys(out))
 
+
+def parse_part_properties(text: str | tuple[str, ...]) -> tuple[str, ...]:
+    """``"color, part"`` -> ``("color", "part")``; an unknown or empty list is an error naming
+    ``PART_PROPERTIES``."""
+    props = text.split(",") if isinstance(text, str) else list(text)
+    out = tuple(dict.fromkeys(p.strip().lower() for p in props if p.strip()))
+    bad = [p for p in out if p not in PART_PROPERTIES]
+    if bad or not out:
+        raise NegationClipError(f"scene records: part properties must be some of "
+                                f"{', '.join(PART_PROPERTIES)}, got {', '.join(bad) or 'none'}")
+    return out
+
 _PART_TEXT = {"dot": ("a dot", "dot"), "border": ("a black border", "border")}
 _NEG_PART = ("the {d} without {part}", "the {d} with no {noun}", "{a_d} that has no {noun}",
              "the {d} that does not have {part}", "{a_d} without {part}", "the {d} with no {noun} on it")
@@ -146,10 +158,7 @@ def write_scene_records(world_root: str | os.PathLike, out: str | os.PathLike, *
     written are the same as with every property, less the skipped ones.
     """
     kinds = parse_kinds(",".join(kinds))
-    bad = sorted(set(part_properties) - set(PART_PROPERTIES))
-    if bad or not part_properties:
-        raise NegationClipError(f"scene records: part properties must be some of "
-                                f"{', '.join(PART_PROPERTIES)}, got {', '.join(part_properties) or 'none'}")
+    part_properties = parse_part_properties(part_properties)
     if not 0.0 <= presence_fraction <= 1.0:
         raise NegationClipError(f"scene records: presence_fraction must be in [0, 1], "
                                 f"got {presence_fraction}")
